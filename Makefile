@@ -1,0 +1,46 @@
+# Lapse: `make run` starts the four services locally, `make test` runs the whole suite.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+export LAPSE_AMQP_URL     ?= amqp://guest:guest@127.0.0.1:5672/
+export LAPSE_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/lapse
+export LAPSE_POLICY_DIR   ?= examples/policies
+export LAPSE_TOKEN_FILE   ?= examples/tokens.yaml
+
+.PHONY: install run test lint docs pin clean
+
+$(VENV)/.installed: requirements-dev.txt constraints.txt shared/pyproject.toml services/*/pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+## Start request (:8080), policy (:8081), grant (:8082) and audit (:8083); Ctrl-C stops all.
+## Each service applies its own migrations at start.
+run: install
+	$(BIN)/python examples/demo_target.py
+	LAPSE_LOG_JSON=$${LAPSE_LOG_JSON:-false} PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/honcho start -f deploy/local/Procfile -d $(CURDIR)
+
+## The whole suite: unit, integration (real RabbitMQ + PostgreSQL), end-to-end, lint.
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+## Regenerate the committed contract documents (OpenAPI, AsyncAPI, JSON Schemas).
+docs: install
+	$(BIN)/python -m lapse_shared.docgen docs
+
+pin:
+	$(BIN)/pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+from lapse_audit.app import main
+
+main()

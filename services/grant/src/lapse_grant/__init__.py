@@ -1,0 +1,1 @@
+"""Lapse grant service: turns approvals into real access and makes sure it ends."""

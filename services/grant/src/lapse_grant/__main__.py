@@ -1,0 +1,3 @@
+from lapse_grant.app import main
+
+main()

@@ -1,0 +1,1 @@
+"""Lapse policy service: the single decision point, reading policy as code."""

@@ -1,0 +1,3 @@
+from lapse_policy.app import main
+
+main()

@@ -1,0 +1,33 @@
+"""Composition root of the policy service."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from lapse_policy import consumers
+from lapse_policy.config import PolicySettings
+from lapse_policy.engine import PolicySource
+from lapse_shared.logging import configure_logging
+from lapse_shared.messaging.consumer import build_broker
+from lapse_shared.service import ServiceHost, create_app, serve
+
+NAME = "policy"
+
+
+def build(settings: PolicySettings) -> FastAPI:
+    broker = build_broker(settings.amqp_url, settings.prefetch, NAME)
+    host = ServiceHost(NAME, settings, broker, queues=consumers.QUEUES)
+    # Loaded now, so a broken policy directory stops the service at start with the error.
+    policy = PolicySource(settings.policy_dir)
+    consumers.register(broker, policy, lambda: host.publisher, settings.delivery_limit)
+    app = create_app(
+        host, title="Lapse policy service", description="Decides access requests from policy files."
+    )
+    app.state.policy = policy
+    return app
+
+
+def main() -> None:
+    settings = PolicySettings()
+    configure_logging(NAME, settings.log_level, settings.log_json)
+    serve(build(settings), settings)

@@ -1,0 +1,55 @@
+"""The policy subscriber: decide each submitted request and publish the decision."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import structlog
+from faststream.rabbit import RabbitBroker
+
+from lapse_policy.engine import PolicySource
+from lapse_shared.events import PolicyDecided, RequestSubmitted
+from lapse_shared.messaging.consumer import consumer_queue, document_publishers, topic_exchange
+from lapse_shared.messaging.publisher import ConfirmingPublisher
+from lapse_shared.messaging.topology import EVENTS
+
+SUBMITTED_QUEUE = "lapse.policy.submitted"
+QUEUES = [SUBMITTED_QUEUE]
+SOURCE = "lapse/policy"
+log = structlog.get_logger("lapse.policy")
+
+
+def register(
+    broker: RabbitBroker,
+    policy: PolicySource,
+    publisher: Callable[[], ConfirmingPublisher],
+    delivery_limit: int,
+) -> None:
+    events = topic_exchange(EVENTS)
+
+    @broker.subscriber(
+        consumer_queue(SUBMITTED_QUEUE, "request.submitted", delivery_limit),
+        events,
+        title="policy/request.submitted",
+        description="Decides each submitted request and publishes `policy.decided`.",
+    )
+    async def on_request_submitted(event: RequestSubmitted) -> None:
+        # Stateless service, so no outbox: the decision is published with a confirm before the
+        # ack. Its id derives from the submitted event's, so a redelivery republishes the same
+        # event and the consumers' inboxes drop the duplicate.
+        with structlog.contextvars.bound_contextvars(correlation_id=str(event.correlation_id)):
+            decision = policy.current(time.monotonic()).decide(event.data)
+            decided = PolicyDecided.create(
+                source=SOURCE, request_id=event.data.request_id, data=decision, cause=event, derived=True
+            )
+            await publisher().publish(decided, exchange=EVENTS)
+            log.info(
+                "request decided",
+                request_id=str(event.data.request_id),
+                outcome=decision.outcome.value,
+                rule=decision.rule,
+                policy_version=decision.policy_version,
+            )
+
+    document_publishers(broker, [PolicyDecided])

@@ -1,0 +1,1 @@
+"""Lapse request service: accepts access requests and follows them to their end."""

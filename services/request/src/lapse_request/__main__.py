@@ -1,0 +1,3 @@
+from lapse_request.app import main
+
+main()

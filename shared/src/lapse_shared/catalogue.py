@@ -1,0 +1,167 @@
+"""The resource catalogue: what can be asked for, read from the YAML files of the policy directory.
+
+The request service checks submissions against it, the policy service decides with it and the
+grant service finds each resource's provider and target in it, so its model lives here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from lapse_shared.durations import Duration
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class Resource(BaseModel):
+    """One thing access can be granted to."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=_NAME, description="Name requesters use, e.g. `orders-db`.")
+    description: str = ""
+    provider: str = Field(description="Provider kind that provisions it, e.g. `postgres-role`.")
+    target: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Provider settings; `${VAR}` is replaced from the grant service's environment.",
+    )
+    roles: list[str] = Field(min_length=1, description="Roles or actions it offers.")
+    max_duration: Duration = Field(description="No request may ask for longer than this.")
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("roles")
+    @classmethod
+    def _unique_roles(cls, roles: list[str]) -> list[str]:
+        if len(set(roles)) != len(roles):
+            raise ValueError("roles are listed twice")
+        return roles
+
+    def expanded_target(self, env: dict[str, str] | None = None) -> dict[str, Any]:
+        """Target settings with `${VAR}` references resolved; a missing variable is an error."""
+        source = os.environ if env is None else env
+
+        def expand(value: Any) -> Any:
+            if isinstance(value, str):
+
+                def one(match: re.Match[str]) -> str:
+                    if match.group(1) not in source:
+                        raise KeyError(f"environment variable {match.group(1)} is not set")
+                    return source[match.group(1)]
+
+                return _ENV_REF.sub(one, value)
+            return value
+
+        return {key: expand(value) for key, value in self.target.items()}
+
+
+class PolicyDirError(ValueError):
+    """A policy directory that cannot be used; the message names the file."""
+
+
+@dataclass(frozen=True)
+class PolicyFile:
+    name: str
+    text: str
+    content: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PolicyDirectory:
+    """A loaded snapshot of the YAML files in `LAPSE_POLICY_DIR`."""
+
+    path: Path
+    files: tuple[PolicyFile, ...]
+    version: str
+    """sha256 over every file's name and content: names the policy a decision used."""
+
+    @classmethod
+    def load(cls, path: Path) -> PolicyDirectory:
+        if not path.is_dir():
+            raise PolicyDirError(f"policy directory {path} does not exist")
+        digest = hashlib.sha256()
+        files = []
+        for file in sorted([*path.glob("*.yaml"), *path.glob("*.yml")]):
+            text = file.read_text(encoding="utf-8")
+            digest.update(file.name.encode() + b"\0" + text.encode() + b"\0")
+            try:
+                content = yaml.safe_load(text) or {}
+            except yaml.YAMLError as exc:
+                raise PolicyDirError(f"{file.name}: not valid YAML: {exc}") from None
+            if not isinstance(content, dict):
+                raise PolicyDirError(f"{file.name}: the top level must be a mapping")
+            files.append(PolicyFile(file.name, text, content))
+        return cls(path, tuple(files), "sha256:" + digest.hexdigest())
+
+    @staticmethod
+    def fingerprint(path: Path) -> tuple[tuple[str, int, int], ...]:
+        """Cheap change detector: names, sizes and modification times."""
+        return tuple(
+            sorted(
+                (f.name, f.stat().st_mtime_ns, f.stat().st_size)
+                for f in [*path.glob("*.yaml"), *path.glob("*.yml")]
+            )
+        )
+
+
+def format_validation_error(file: str, exc: ValidationError) -> str:
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)
+    )
+    return f"{file}: {problems}"
+
+
+class Catalogue:
+    """Resources by name."""
+
+    def __init__(self, resources: list[Resource]) -> None:
+        self.resources = {r.name: r for r in resources}
+
+    @classmethod
+    def from_directory(cls, directory: PolicyDirectory) -> Catalogue:
+        resources: list[Resource] = []
+        for file in directory.files:
+            for index, raw in enumerate(file.content.get("resources") or []):
+                try:
+                    resource = Resource.model_validate(raw)
+                except ValidationError as exc:
+                    raise PolicyDirError(
+                        format_validation_error(f"{file.name} resources[{index}]", exc)
+                    ) from None
+                if resource.name in {r.name for r in resources}:
+                    raise PolicyDirError(f"{file.name}: resource {resource.name} is defined twice")
+                resources.append(resource)
+        return cls(resources)
+
+    def get(self, name: str) -> Resource | None:
+        return self.resources.get(name)
+
+
+class CatalogueSource:
+    """The catalogue of a directory, re-read when its files change (checked at most every second)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._fingerprint = PolicyDirectory.fingerprint(path)
+        self._catalogue = Catalogue.from_directory(PolicyDirectory.load(path))
+        self._checked = 0.0
+
+    def current(self, now: float) -> Catalogue:
+        if now - self._checked >= 1.0:
+            self._checked = now
+            fingerprint = PolicyDirectory.fingerprint(self._path)
+            if fingerprint != self._fingerprint:
+                try:
+                    self._catalogue = Catalogue.from_directory(PolicyDirectory.load(self._path))
+                    self._fingerprint = fingerprint
+                except PolicyDirError:
+                    pass  # keep the last good catalogue; the policy service reports the error
+        return self._catalogue

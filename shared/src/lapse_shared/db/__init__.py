@@ -1,0 +1,1 @@
+"""PostgreSQL helpers: pool, forward-only migrations, transactional outbox and idempotent inbox."""

@@ -1,0 +1,146 @@
+"""Transactional outbox: events are written with the state change, then relayed with confirms."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import datetime
+
+import asyncpg
+import structlog
+
+from lapse_shared.events.envelope import Event, utcnow
+from lapse_shared.messaging import delay
+from lapse_shared.messaging.publisher import ConfirmingPublisher
+from lapse_shared.messaging.topology import EVENTS
+
+log = structlog.get_logger("lapse.outbox")
+
+
+async def add(
+    conn: asyncpg.Connection,
+    schema: str,
+    event: Event,
+    *,
+    exchange: str = EVENTS,
+    due_at: datetime | None = None,
+) -> None:
+    """Queue `event` for publishing; call inside the transaction that makes the change.
+
+    With `due_at`, the message goes through the delay cascade and arrives around that time.
+    """
+    await conn.execute(
+        f'INSERT INTO "{schema}".outbox'
+        " (message_id, exchange, routing_key, message_type, correlation_id, body, due_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        event.id,
+        exchange,
+        event.type,
+        event.type,
+        str(event.correlation_id),
+        event.model_dump_json(),
+        due_at,
+    )
+
+
+class OutboxRelay:
+    """Publishes unsent outbox rows in id order and marks them sent once the broker confirmed.
+
+    Woken by NOTIFY from the insert trigger, with polling as the fallback. Several replicas may
+    run it: rows are claimed with FOR UPDATE SKIP LOCKED. A crash after publishing and before
+    marking sent republishes the row; consumers' inboxes make that harmless.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        database_url: str,
+        schema: str,
+        publisher: ConfirmingPublisher,
+        poll_seconds: float = 1.0,
+        batch_size: int = 500,
+        retention_hours: int = 24,
+    ) -> None:
+        self._pool = pool
+        self._database_url = database_url
+        self._schema = schema
+        self._publisher = publisher
+        self._poll = poll_seconds
+        self._batch = batch_size
+        self._retention_hours = retention_hours
+        self._wake = asyncio.Event()
+        self._listener: asyncpg.Connection | None = None
+
+    @property
+    def channel(self) -> str:
+        return f"lapse_outbox_{self._schema}"
+
+    async def run(self) -> None:
+        """Relay forever; errors (broker or database away) are logged and retried."""
+        last_cleanup = 0.0
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await self._ensure_listener()
+                while await self.publish_batch() == self._batch:
+                    pass
+                if loop.time() - last_cleanup > 600:
+                    await self._cleanup()
+                    last_cleanup = loop.time()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the relay must outlive any fault
+                log.warning("outbox relay failed, retrying", schema=self._schema, error=str(exc))
+                await asyncio.sleep(self._poll)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._poll)
+            self._wake.clear()
+
+    async def close(self) -> None:
+        if self._listener is not None and not self._listener.is_closed():
+            await self._listener.close()
+
+    async def _ensure_listener(self) -> None:
+        if self._listener is not None and not self._listener.is_closed():
+            return
+        self._listener = await asyncpg.connect(self._database_url)
+        await self._listener.add_listener(self.channel, lambda *_: self._wake.set())
+
+    async def publish_batch(self) -> int:
+        """Publish one batch of unsent rows; returns how many were sent."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                f'SELECT * FROM "{self._schema}".outbox WHERE sent_at IS NULL'
+                " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                self._batch,
+            )
+            if not rows:
+                return 0
+            await asyncio.gather(*(self._publish(row) for row in rows))
+            await conn.execute(
+                f'UPDATE "{self._schema}".outbox SET sent_at = now() WHERE id = ANY($1::bigint[])',
+                [row["id"] for row in rows],
+            )
+        return len(rows)
+
+    async def _publish(self, row: asyncpg.Record) -> None:
+        exchange, routing_key = row["exchange"], row["routing_key"]
+        if row["due_at"] is not None:
+            seconds = delay.whole_seconds_until(row["due_at"], utcnow())
+            exchange, routing_key = delay.entry_exchange(), delay.routing_key(seconds, routing_key)
+        await self._publisher.publish_raw(
+            exchange=exchange,
+            routing_key=routing_key,
+            body=row["body"].encode(),
+            message_id=str(row["message_id"]),
+            message_type=row["message_type"],
+            correlation_id=row["correlation_id"],
+            timestamp=row["created_at"],
+        )
+
+    async def _cleanup(self) -> None:
+        async with self._pool.acquire() as conn:
+            await conn.execute(
+                f'DELETE FROM "{self._schema}".outbox WHERE sent_at < now() - make_interval(hours => $1)',
+                self._retention_hours,
+            )

@@ -1,0 +1,1 @@
+"""HTTP pieces every service's API uses: problem details and caller identity."""

@@ -1,0 +1,1 @@
+"""RabbitMQ topology, the delay cascade, the confirming publisher and consumer helpers."""
