@@ -115,7 +115,7 @@ class RequestHandlers:
         log.info(
             "request updated",
             request_id=str(request_id),
-            event=event.type,
+            event_type=event.type,
             state_before=before.value,
             state=request.state.value,
         )

@@ -1,0 +1,43 @@
+"""Fixtures shared by every test folder: real broker and database, isolated per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.infra import Infra, run_sql, start_infra
+from tests.targets import PgTarget, new_target
+
+
+@pytest.fixture(scope="session")
+def infra() -> Iterator[Infra]:
+    infra = start_infra()
+    yield infra
+    for container in infra.containers:
+        container.stop()
+
+
+@pytest.fixture
+def amqp_url(infra: Infra) -> Iterator[str]:
+    """A broker URL on a vhost of this test's own, deleted afterwards."""
+    vhost, url = infra.create_vhost()
+    yield url
+    infra.delete_vhost(vhost)
+
+
+@pytest.fixture
+def database_url(infra: Infra) -> Iterator[str]:
+    """A database of this test's own, dropped afterwards."""
+    name, url = infra.create_database()
+    yield url
+    infra.drop_database(name)
+
+
+@pytest.fixture
+def pg_target(infra: Infra, database_url: str) -> Iterator[PgTarget]:
+    """Roles for a real postgres-role target (provisioner, a role, two members), dropped after."""
+    target = new_target(database_url)
+    run_sql(infra.admin_database_url, *target.statements_create())
+    yield target
+    run_sql(infra.admin_database_url, *target.statements_drop())
