@@ -16,7 +16,9 @@ AUDITOR = "auditor-e2e-token-00000"
 
 
 @pytest.fixture
-def services(tmp_path: Path, amqp_url: str, database_url: str, pg_target: PgTarget) -> Iterator[ServiceProcesses]:
+def services(
+    tmp_path: Path, amqp_url: str, database_url: str, pg_target: PgTarget
+) -> Iterator[ServiceProcesses]:
     policy_dir = pg_target.write_policy_dir(tmp_path / "policies")
     token_file = tmp_path / "tokens.yaml"
     token_file.write_text(

@@ -27,7 +27,9 @@ async def wait_for(predicate: Any, timeout: float, what: str) -> Any:
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-async def request_state(client: httpx.AsyncClient, services: ServiceProcesses, request_id: str) -> dict[str, Any]:
+async def request_state(
+    client: httpx.AsyncClient, services: ServiceProcesses, request_id: str
+) -> dict[str, Any]:
     response = await client.get(
         services.url("request") + f"/v1/requests/{request_id}", headers={"Authorization": f"Bearer {ALICE}"}
     )

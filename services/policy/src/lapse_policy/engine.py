@@ -32,16 +32,20 @@ class Policy:
         """Load and validate a directory; raises PolicyDirError naming the file at fault."""
         directory = PolicyDirectory.load(path)
         rules: list[Rule] = []
+        origin: dict[str, str] = {}
         for file in directory.files:
             try:
                 document = PolicyDocument.model_validate(file.content)
             except ValidationError as exc:
                 raise PolicyDirError(format_validation_error(file.name, exc)) from None
+            for rule in document.rules:
+                if rule.name in origin:
+                    raise PolicyDirError(
+                        f"{file.name}: rule name '{rule.name}' is already used in {origin[rule.name]};"
+                        " rule names must be unique"
+                    )
+                origin[rule.name] = file.name
             rules.extend(document.rules)
-        names = [r.name for r in rules]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise PolicyDirError(f"rule names must be unique; repeated: {', '.join(duplicates)}")
         return cls(Catalogue.from_directory(directory), tuple(rules), directory.version)
 
     def decide(self, request: RequestSubmittedData) -> PolicyDecidedData:

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 import asyncpg
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from lapse_grant.providers import ProviderError
 
@@ -28,6 +28,16 @@ class PostgresRoleTarget(BaseModel):
     member_format: str = Field(
         "{subject}", description="Database role that receives the membership, from the subject."
     )
+
+    @field_validator("member_format")
+    @classmethod
+    def _formats_a_subject(cls, value: str) -> str:
+        # A typo here must fail the grant for good, not crash every retry of the approval.
+        try:
+            value.format(subject="someone")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"member_format may only use {{subject}}: {exc!r}") from None
+        return value
 
 
 class PostgresRoleProvider:
