@@ -63,6 +63,7 @@ async def test_chain_verifies_skips_duplicates_and_pinpoints_a_direct_edit(datab
         assert not verdict.ok
         assert verdict.broken_at == 3
         assert verdict.entries == 2
-        assert verdict.problem is not None and "edited" in verdict.problem
+        assert verdict.problem is not None
+        assert "edited" in verdict.problem
     finally:
         await pool.close()

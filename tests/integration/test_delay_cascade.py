@@ -59,4 +59,5 @@ async def test_a_message_with_no_delay_bits_set_passes_straight_through(amqp_url
             if message:
                 break
             await asyncio.sleep(0.02)
-        assert message is not None and message.body == b"now"
+        assert message is not None
+        assert message.body == b"now"

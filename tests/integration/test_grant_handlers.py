@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import time
+import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from lapse_shared.events import RequestApproved, RequestApprovedData, RevokeCaus
 from tests.targets import PgTarget
 
 pytestmark = pytest.mark.integration
+GrantEnv = tuple[asyncpg.Pool, GrantHandlers]
 
 
 def approval(role: str, seconds: int = 60, resource: str = "test-db") -> RequestApproved:
@@ -41,7 +43,7 @@ def approval(role: str, seconds: int = 60, resource: str = "test-db") -> Request
 
 
 @pytest.fixture
-async def grant_env(database_url: str, pg_target: PgTarget, tmp_path: Path):  # type: ignore[no-untyped-def]
+async def grant_env(database_url: str, pg_target: PgTarget, tmp_path: Path) -> AsyncIterator[GrantEnv]:
     pool = await create_pool(database_url)
     await migrate(pool, repository.SCHEMA, "lapse_grant.migrations")
     catalogue = CatalogueSource(pg_target.write_policy_dir(tmp_path / "p"))
@@ -57,7 +59,9 @@ async def outbox_types(pool: asyncpg.Pool) -> list[str]:
     return [r["message_type"] for r in rows]
 
 
-async def test_approval_is_provisioned_once_with_its_expiry_scheduled(grant_env, pg_target: PgTarget) -> None:  # type: ignore[no-untyped-def]
+async def test_approval_is_provisioned_once_with_its_expiry_scheduled(
+    grant_env: GrantEnv, pg_target: PgTarget
+) -> None:
     pool, handlers = grant_env
     event = approval(pg_target.reader, seconds=60)
     await handlers.activate_grant(event)
@@ -72,12 +76,14 @@ async def test_approval_is_provisioned_once_with_its_expiry_scheduled(grant_env,
     assert due == rows[0]["expires_at"]
 
 
-async def test_sweeper_revokes_a_grant_whose_expiry_message_was_lost(grant_env, pg_target: PgTarget) -> None:  # type: ignore[no-untyped-def]
+async def test_sweeper_revokes_a_grant_whose_expiry_message_was_lost(
+    grant_env: GrantEnv, pg_target: PgTarget
+) -> None:
     pool, handlers = grant_env
     await handlers.activate_grant(approval(pg_target.reader, seconds=1))
     # No relay runs: the grant.expire message never reaches the broker, as if lost.
     assert await handlers.sweep_once(grace_seconds=5) == 0, "swept before its grace period"
-    time.sleep(1.2)
+    await asyncio.sleep(1.2)
     assert await handlers.sweep_once(grace_seconds=0) == 1
     assert not await pg_target.has_membership("alice")
     row = await pool.fetchrow('SELECT * FROM "grant".grants')
@@ -88,7 +94,9 @@ async def test_sweeper_revokes_a_grant_whose_expiry_message_was_lost(grant_env, 
     assert await handlers.sweep_once(grace_seconds=0) == 0
 
 
-async def test_a_stale_expiry_for_an_ended_grant_does_nothing(grant_env, pg_target: PgTarget) -> None:  # type: ignore[no-untyped-def]
+async def test_a_stale_expiry_for_an_ended_grant_does_nothing(
+    grant_env: GrantEnv, pg_target: PgTarget
+) -> None:
     pool, handlers = grant_env
     await handlers.activate_grant(approval(pg_target.reader, seconds=1))
     grant_id = await pool.fetchval('SELECT id FROM "grant".grants')
@@ -98,7 +106,7 @@ async def test_a_stale_expiry_for_an_ended_grant_does_nothing(grant_env, pg_targ
     assert await outbox_types(pool) == before
 
 
-async def test_permanent_provisioning_error_fails_the_grant_with_the_reason(grant_env) -> None:  # type: ignore[no-untyped-def]
+async def test_permanent_provisioning_error_fails_the_grant_with_the_reason(grant_env: GrantEnv) -> None:
     pool, handlers = grant_env
     await handlers.activate_grant(approval("role_that_does_not_exist"))
     row = await pool.fetchrow('SELECT * FROM "grant".grants')

@@ -20,8 +20,8 @@ from tests.targets import PgTarget
 pytestmark = pytest.mark.integration
 
 
-async def _get(queue: AbstractQueue, timeout: float = 5) -> aio_pika.abc.AbstractIncomingMessage | None:
-    for _ in range(int(timeout / 0.05)):
+async def _get(queue: AbstractQueue, within: float = 5) -> aio_pika.abc.AbstractIncomingMessage | None:
+    for _ in range(int(within / 0.05)):
         message = await queue.get(fail=False)
         if message is not None:
             await message.ack()

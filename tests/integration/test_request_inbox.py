@@ -51,7 +51,8 @@ async def test_a_redelivered_decision_approves_once(database_url: str, tmp_path:
         for _ in range(3):
             await handlers.on_policy_decided(decided)
         stored = await handlers.get_request(request.id)
-        assert stored is not None and stored.state is State.APPROVED
+        assert stored is not None
+        assert stored.state is State.APPROVED
         types = [
             r["message_type"] for r in await pool.fetch("SELECT message_type FROM request.outbox ORDER BY id")
         ]
