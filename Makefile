@@ -37,7 +37,7 @@ lint: install
 
 ## Regenerate the committed contract documents (OpenAPI, AsyncAPI, JSON Schemas).
 docs: install
-	$(BIN)/python -m lapse_shared.docgen docs
+	$(BIN)/python scripts/generate_contracts.py docs
 
 pin:
 	$(BIN)/pip freeze --exclude-editable | grep -v '^-e' > constraints.txt

@@ -1,0 +1,78 @@
+"""Write the contract documents other teams build against, generated from the code.
+
+docs/openapi/<service>.json    the HTTP API of each service
+docs/asyncapi/<service>.json   what each service consumes and publishes (AsyncAPI 3.0)
+docs/schemas/events/<type>.json  JSON Schema of every event and command
+
+Usage: python scripts/generate_contracts.py [OUTPUT_DIR]   (default: docs). A test fails when the
+committed documents drift from what this writes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from faststream.specification import AsyncAPI
+
+from lapse_shared.events import EVENT_TYPES
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _apps() -> dict[str, FastAPI]:
+    from lapse_audit.app import build as build_audit
+    from lapse_audit.config import AuditSettings
+    from lapse_grant.app import build as build_grant
+    from lapse_grant.config import GrantSettings
+    from lapse_policy.app import build as build_policy
+    from lapse_policy.config import PolicySettings
+    from lapse_request.app import build as build_request
+    from lapse_request.config import RequestSettings
+
+    examples = ROOT / "examples"
+    # Fixed values, so the documents do not depend on the environment they are generated in.
+    broker: dict[str, Any] = {"amqp_url": "amqp://rabbitmq:5672/"}
+    common: dict[str, Any] = {**broker, "policy_dir": examples / "policies"}
+    tokens: dict[str, Any] = {"token_file": examples / "tokens.yaml"}
+    return {
+        "request": build_request(RequestSettings(**common, **tokens)),
+        "policy": build_policy(PolicySettings(**common)),
+        "grant": build_grant(GrantSettings(**common)),
+        "audit": build_audit(AuditSettings(**broker, **tokens)),
+    }
+
+
+def _write(path: Path, document: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def generate(out: Path) -> list[Path]:
+    written: list[Path] = []
+    for name, app in _apps().items():
+        openapi = out / "openapi" / f"{name}.json"
+        _write(openapi, app.openapi())
+        spec = AsyncAPI(
+            app.state.host.broker,
+            title=f"Lapse {name} service",
+            version="0.1.0",
+            description=f"Messages the Lapse {name} service consumes and publishes on RabbitMQ.",
+        )
+        asyncapi = out / "asyncapi" / f"{name}.json"
+        _write(asyncapi, spec.to_specification().to_jsonable())
+        written += [openapi, asyncapi]
+    for event in EVENT_TYPES:
+        schema = out / "schemas" / "events" / f"{event.TYPE}.json"
+        _write(schema, event.model_json_schema(mode="serialization"))
+        written.append(schema)
+    return written
+
+
+if __name__ == "__main__":
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "docs"
+    for path in generate(target):
+        print(path)
