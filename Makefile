@@ -10,7 +10,7 @@ export LAPSE_TOKEN_FILE   ?= examples/tokens.yaml
 
 .PHONY: install run test lint docs pin clean
 
-$(VENV)/.installed: requirements-dev.txt constraints.txt shared/pyproject.toml services/*/pyproject.toml
+$(VENV)/.installed: requirements-dev.txt constraints.txt shared/pyproject.toml services/*/pyproject.toml cli/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt -r requirements-dev.txt
@@ -40,7 +40,8 @@ docs: install
 	$(BIN)/python scripts/generate_contracts.py docs
 
 pin:
-	$(BIN)/pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
+	{ echo '# Pinned versions of every dependency (pip -c constraints.txt). Regenerate with `make pin`.'; \
+	  $(BIN)/pip freeze --exclude-editable | grep -v '^-e'; } > constraints.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

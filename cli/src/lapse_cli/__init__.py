@@ -1,0 +1,1 @@
+"""The `lapse` command line."""

@@ -1,0 +1,3 @@
+from lapse_cli.main import app
+
+app()
