@@ -3,6 +3,8 @@
 docs/openapi/<service>.json    the HTTP API of each service
 docs/asyncapi/<service>.json   what each service consumes and publishes (AsyncAPI 3.0)
 docs/schemas/events/<type>.json  JSON Schema of every event and command
+docs/schemas/policy.json       JSON Schema of a policy file (editors autocomplete with it)
+docs/schemas/policy-tests.json JSON Schema of a policy test file (`lapse policy test`)
 
 Usage: python scripts/generate_contracts.py [OUTPUT_DIR]   (default: docs). A test fails when the
 committed documents drift from what this writes.
@@ -40,7 +42,7 @@ def _apps() -> dict[str, FastAPI]:
     tokens: dict[str, Any] = {"token_file": examples / "tokens.yaml"}
     return {
         "request": build_request(RequestSettings(**common, **tokens)),
-        "policy": build_policy(PolicySettings(**common)),
+        "policy": build_policy(PolicySettings(**common, **tokens)),
         "grant": build_grant(GrantSettings(**common)),
         "audit": build_audit(AuditSettings(**broker, **tokens)),
     }
@@ -68,6 +70,13 @@ def generate(out: Path) -> list[Path]:
     for event in EVENT_TYPES:
         schema = out / "schemas" / "events" / f"{event.TYPE}.json"
         _write(schema, event.model_json_schema(mode="serialization"))
+        written.append(schema)
+    from lapse_policy.model import PolicyDocument
+    from lapse_policy.testing import PolicyTestFile
+
+    for name, model in (("policy", PolicyDocument), ("policy-tests", PolicyTestFile)):
+        schema = out / "schemas" / f"{name}.json"
+        _write(schema, model.model_json_schema(mode="validation"))
         written.append(schema)
     return written
 

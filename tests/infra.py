@@ -63,16 +63,19 @@ class Infra:
         run_sql(self.admin_database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def run_sql(url: str, *statements: str) -> None:
-    async def go() -> None:
-        conn = await asyncpg.connect(url)
-        try:
-            for statement in statements:
-                await conn.execute(statement)
-        finally:
-            await conn.close()
+async def execute_sql(url: str, *statements: str) -> None:
+    """Run statements on their own connection (from async tests)."""
+    conn = await asyncpg.connect(url)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
 
-    asyncio.run(go())
+
+def run_sql(url: str, *statements: str) -> None:
+    """Run statements on their own connection (from sync fixtures)."""
+    asyncio.run(execute_sql(url, *statements))
 
 
 def _local_rabbitmqctl(args: list[str]) -> None:

@@ -43,6 +43,8 @@ class PgTarget:
     def statements_create(self) -> list[str]:
         return [
             f'CREATE ROLE "{self.provisioner}" LOGIN CREATEROLE',
+            # postgres-login terminates the sessions of the logins it drops.
+            f'GRANT pg_signal_backend TO "{self.provisioner}"',
             f'CREATE ROLE "{self.reader}" NOLOGIN',
             f'CREATE ROLE "{self.member("alice")}" LOGIN',
             f'CREATE ROLE "{self.member("bob")}" LOGIN',
@@ -81,7 +83,14 @@ class PgTarget:
                             "target": self.target,
                             "roles": [self.reader],
                             "max_duration": max_duration,
-                        }
+                        },
+                        {
+                            "name": "test-login",
+                            "provider": "postgres-login",
+                            "target": {"dsn": self.provisioner_dsn, "login_prefix": f"{self.prefix}_"},
+                            "roles": [self.reader],
+                            "max_duration": max_duration,
+                        },
                     ]
                 }
             )
@@ -93,7 +102,7 @@ class PgTarget:
                         {
                             "name": "developers-read",
                             "groups": ["developers"],
-                            "resources": ["test-db"],
+                            "resources": ["test-db", "test-login"],
                             "roles": [self.reader],
                             "outcome": "approve",
                         }

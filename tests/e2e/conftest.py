@@ -13,6 +13,10 @@ from tests.targets import PgTarget
 
 ALICE = "alice-e2e-token-0000000"
 AUDITOR = "auditor-e2e-token-00000"
+ADMIN = "admin-e2e-token-0000000"
+MONITOR = "monitor-e2e-token-00000"
+# A Fernet key for the test's ephemeral credentials only.
+CREDENTIALS_KEY = "kD3pXq6f0bq1D2T9mYj6n8Zt0Hc8q6oV4m7yqB8u0nE="
 
 
 @pytest.fixture
@@ -27,6 +31,8 @@ def services(
                 "tokens": [
                     {"token": ALICE, "subject": "alice", "groups": ["developers"]},
                     {"token": AUDITOR, "subject": "audrey", "groups": ["auditors"]},
+                    {"token": ADMIN, "subject": "sam", "groups": ["lapse-admins"]},
+                    {"token": MONITOR, "subject": "prometheus", "groups": ["monitoring"]},
                 ]
             }
         )
@@ -39,6 +45,7 @@ def services(
             "LAPSE_TOKEN_FILE": str(token_file),
             "LAPSE_SWEEP_INTERVAL_SECONDS": "1",
             "LAPSE_SWEEP_GRACE_SECONDS": "3",
+            "LAPSE_CREDENTIALS_KEY": CREDENTIALS_KEY,
         },
         log_dir=tmp_path,
     )

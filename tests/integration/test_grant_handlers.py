@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from lapse_grant import repository
-from lapse_grant.handlers import GrantHandlers
+from lapse_grant.handlers import GrantHandlers, Timings
 from lapse_grant.providers.postgres_role import PostgresRoleProvider
 from lapse_shared.catalogue import CatalogueSource
 from lapse_shared.db.migrations import migrate
@@ -48,7 +48,9 @@ async def grant_env(database_url: str, pg_target: PgTarget, tmp_path: Path) -> A
     await migrate(pool, repository.SCHEMA, "lapse_grant.migrations")
     catalogue = CatalogueSource(pg_target.write_policy_dir(tmp_path / "p"))
     provider = PostgresRoleProvider()
-    handlers = GrantHandlers(lambda: pool, catalogue, {"postgres-role": provider}, provision_attempts=2)
+    handlers = GrantHandlers(
+        lambda: pool, catalogue, {"postgres-role": provider}, timings=Timings(sweep_grace_seconds=0)
+    )
     yield pool, handlers
     await provider.close()
     await pool.close()
@@ -82,16 +84,16 @@ async def test_sweeper_revokes_a_grant_whose_expiry_message_was_lost(
     pool, handlers = grant_env
     await handlers.activate_grant(approval(pg_target.reader, seconds=1))
     # No relay runs: the grant.expire message never reaches the broker, as if lost.
-    assert await handlers.sweep_once(grace_seconds=5) == 0, "swept before its grace period"
+    assert await handlers.sweep_once() == 0, "swept before its expiry"
     await asyncio.sleep(1.2)
-    assert await handlers.sweep_once(grace_seconds=0) == 1
+    assert await handlers.sweep_once() == 1
     assert not await pg_target.has_membership("alice")
     row = await pool.fetchrow('SELECT * FROM "grant".grants')
     assert row["state"] == "revoked"
     assert row["revoke_cause"] == RevokeCause.SWEPT.value
     assert row["lateness_ms"] >= 0
     assert (await outbox_types(pool))[-1] == "grant.revoked"
-    assert await handlers.sweep_once(grace_seconds=0) == 0
+    assert await handlers.sweep_once() == 0
 
 
 async def test_a_stale_expiry_for_an_ended_grant_does_nothing(
@@ -100,9 +102,9 @@ async def test_a_stale_expiry_for_an_ended_grant_does_nothing(
     pool, handlers = grant_env
     await handlers.activate_grant(approval(pg_target.reader, seconds=1))
     grant_id = await pool.fetchval('SELECT id FROM "grant".grants')
-    assert await handlers.revoke_grant(grant_id, RevokeCause.EXPIRED)
+    assert (await handlers.revoke_grant(grant_id, RevokeCause.EXPIRED)).revoked
     before = await outbox_types(pool)
-    assert not await handlers.revoke_grant(grant_id, RevokeCause.EXPIRED)
+    assert not (await handlers.revoke_grant(grant_id, RevokeCause.EXPIRED)).revoked
     assert await outbox_types(pool) == before
 
 

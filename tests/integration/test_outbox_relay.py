@@ -92,7 +92,7 @@ async def test_relay_routes_a_row_with_due_at_through_the_delay_cascade(
     queue = await channel.declare_queue("due-probe", exclusive=True)
     await queue.bind(await channel.get_exchange(delay.DELIVER), routing_key="#.grant.expire")
     relay = outbox.OutboxRelay(pool, database_url, SCHEMA, ConfirmingPublisher(channel), poll_seconds=0.2)
-    due = utcnow() + timedelta(seconds=2)
+    due = utcnow() + timedelta(seconds=4)
     command = GrantExpire.create(
         source="test", request_id=uuid.uuid4(), data=GrantExpireData(grant_id=uuid.uuid4(), expires_at=due)
     )
@@ -106,8 +106,8 @@ async def test_relay_routes_a_row_with_due_at_through_the_delay_cascade(
             await asyncio.sleep(0.02)
         arrived = utcnow()
         await message.ack()
-        # Routed on whole seconds rounded down: never more than a second early, never much late.
-        assert due - timedelta(seconds=1) <= arrived < due + timedelta(seconds=1)
+        # Routed on whole seconds rounded down, with the lead: early by at most lead + 1 s, never late.
+        assert due - timedelta(seconds=1 + delay.LEAD_SECONDS) <= arrived < due + timedelta(milliseconds=500)
         assert message.message_id == str(command.id)
     finally:
         await relay.close()

@@ -2,28 +2,37 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import timedelta
+
 import pytest
 
-from lapse_grant.providers import ProviderError
+from lapse_grant.providers import Access, ProviderError
 from lapse_grant.providers.postgres_role import PostgresRoleProvider
+from lapse_shared.events import utcnow
 from tests.targets import PgTarget
 
 pytestmark = pytest.mark.integration
 
 
+def access(subject: str, role: str) -> Access:
+    return Access(uuid.uuid4(), subject, role, utcnow() + timedelta(hours=1))
+
+
 async def test_grant_and_revoke_are_idempotent_and_verified(pg_target: PgTarget) -> None:
     provider = PostgresRoleProvider()
     target = pg_target.target
+    alice = access("alice", pg_target.reader)
     try:
-        assert not await provider.verify(target, "alice", pg_target.reader)
-        await provider.grant(target, "alice", pg_target.reader)
-        await provider.grant(target, "alice", pg_target.reader)
-        assert await provider.verify(target, "alice", pg_target.reader)
+        assert not await provider.verify(target, alice)
+        await provider.grant(target, alice)
+        await provider.grant(target, alice)
+        assert await provider.verify(target, alice)
         assert await pg_target.has_membership("alice")
         assert not await pg_target.has_membership("bob")
-        await provider.revoke(target, "alice", pg_target.reader)
-        await provider.revoke(target, "alice", pg_target.reader)
-        assert not await provider.verify(target, "alice", pg_target.reader)
+        await provider.revoke(target, alice)
+        await provider.revoke(target, alice)
+        assert not await provider.verify(target, alice)
         assert not await pg_target.has_membership("alice")
     finally:
         await provider.close()
@@ -35,12 +44,12 @@ async def test_missing_role_is_a_permanent_error_and_unreachable_target_a_transi
     provider = PostgresRoleProvider()
     try:
         with pytest.raises(ProviderError) as missing:
-            await provider.grant(pg_target.target, "alice", "no_such_role_anywhere")
+            await provider.grant(pg_target.target, access("alice", "no_such_role_anywhere"))
         assert not missing.value.transient
         assert "does not exist" in str(missing.value)
         unreachable = {"dsn": "postgresql://nobody@127.0.0.1:1/none"}
         with pytest.raises(ProviderError) as down:
-            await provider.grant(unreachable, "alice", pg_target.reader)
+            await provider.grant(unreachable, access("alice", pg_target.reader))
         assert down.value.transient
     finally:
         await provider.close()

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from lapse_grant.domain import Grant, GrantState
+from lapse_grant.domain import Grant, GrantState, backoff
 from lapse_shared.events import (
     GrantActivated,
     GrantExpire,
@@ -40,31 +40,38 @@ def approval() -> RequestApproved:
     )
 
 
+def _new(approval: RequestApproved) -> Grant:
+    return Grant.for_approval(approval.data, "postgres-role", {"dsn": "${DSN}"}, NOW, timedelta(minutes=5))
+
+
 def _active(approval: RequestApproved) -> Grant:
-    grant = Grant.for_approval(approval.data, "postgres-role")
+    grant = _new(approval)
     grant.activate(NOW, cause=approval)
     return grant
 
 
 def test_for_approval_copies_the_request_and_is_not_active_yet(approval: RequestApproved) -> None:
-    grant = Grant.for_approval(approval.data, "postgres-role")
+    grant = _new(approval)
     assert grant.request_id == approval.data.request_id
     assert (grant.subject, grant.resource, grant.role) == ("alice", "orders-db", "app_readonly")
     assert grant.provider == "postgres-role"
     assert grant.duration_seconds == 5400
-    assert grant.state is GrantState.FAILED
+    assert grant.state is GrantState.PROVISIONING
+    assert grant.target == {"dsn": "${DSN}"}
+    assert grant.provision_deadline == NOW + timedelta(minutes=5)
+    assert grant.next_attempt_at == NOW
     assert grant.granted_at is None
     assert grant.expires_at is None
 
 
 def test_each_grant_gets_its_own_id(approval: RequestApproved) -> None:
-    assert Grant.for_approval(approval.data, "p").id != Grant.for_approval(approval.data, "p").id
+    assert _new(approval).id != _new(approval).id
 
 
 def test_activate_starts_the_window_now_and_sets_expiry_after_the_duration(
     approval: RequestApproved,
 ) -> None:
-    grant = Grant.for_approval(approval.data, "postgres-role")
+    grant = _new(approval)
     grant.activate(NOW, cause=approval)
     assert grant.state is GrantState.ACTIVE
     assert grant.granted_at == NOW
@@ -72,7 +79,7 @@ def test_activate_starts_the_window_now_and_sets_expiry_after_the_duration(
 
 
 def test_activate_returns_grant_activated_and_the_expire_command(approval: RequestApproved) -> None:
-    grant = Grant.for_approval(approval.data, "postgres-role")
+    grant = _new(approval)
     activated, expire = grant.activate(NOW, cause=approval)
     assert isinstance(activated, GrantActivated)
     assert activated.data.grant_id == grant.id
@@ -89,10 +96,62 @@ def test_activate_returns_grant_activated_and_the_expire_command(approval: Reque
     assert expire.causation_id == activated.id
 
 
-def test_activated_event_id_is_derived_from_the_approval(approval: RequestApproved) -> None:
-    first, _ = Grant.for_approval(approval.data, "p").activate(NOW, cause=approval)
-    second, _ = Grant.for_approval(approval.data, "p").activate(NOW, cause=approval)
-    assert first.id == second.id
+def test_a_transient_provisioning_error_schedules_a_retry_before_the_deadline(
+    approval: RequestApproved,
+) -> None:
+    grant = _new(approval)
+    assert grant.provisioning_failed("connection refused", NOW + timedelta(seconds=1), transient=True) is None
+    assert grant.state is GrantState.PROVISIONING
+    assert grant.provision_attempts == 1
+    assert grant.next_attempt_at is not None
+    assert grant.next_attempt_at > NOW + timedelta(seconds=1)
+
+
+def test_a_transient_provisioning_error_past_the_deadline_fails_the_grant(approval: RequestApproved) -> None:
+    grant = _new(approval)
+    failed = grant.provisioning_failed("connection refused", NOW + timedelta(minutes=6), transient=True)
+    assert failed is not None
+    assert grant.state is GrantState.FAILED
+    assert "connection refused" in failed.data.reason
+
+
+def test_a_permanent_provisioning_error_fails_at_once(approval: RequestApproved) -> None:
+    grant = _new(approval)
+    failed = grant.provisioning_failed("role does not exist", NOW, transient=False)
+    assert failed is not None
+    assert failed.data.reason == "role does not exist"
+    assert grant.next_attempt_at is None
+
+
+def test_failed_revocations_are_rescheduled_and_alert_once_at_the_threshold(
+    approval: RequestApproved,
+) -> None:
+    grant = _active(approval)
+    alerts = [grant.revoke_failed("target down", NOW, alert_after=3) for _ in range(6)]
+    assert [a is not None for a in alerts] == [False, False, True, False, False, False]
+    alert = alerts[2]
+    assert alert is not None
+    assert alert.data.attempts == 3
+    assert alert.data.error == "target down"
+    assert grant.state is GrantState.ACTIVE, "a failed revocation must not mark the grant ended"
+    assert grant.next_attempt_at is not None
+    assert grant.next_attempt_at > NOW
+
+
+@pytest.mark.parametrize("attempt", [1, 2, 5, 10, 40])
+def test_backoff_grows_exponentially_with_jitter_and_a_cap(attempt: int) -> None:
+    delays = [backoff(attempt).total_seconds() for _ in range(50)]
+    ceiling = min(60.0, 0.5 * 2 ** (attempt - 1))
+    assert all(ceiling / 2 <= d <= ceiling for d in delays)
+    assert len(set(delays)) > 1, "no jitter"
+
+
+def test_revoked_with_retained_access_and_an_actor_says_so(approval: RequestApproved) -> None:
+    grant = _active(approval)
+    event = grant.revoked(NOW, RevokeCause.REVOKED, retained=True, actor="sec", reason="stolen laptop")
+    assert event.data.access_retained is True
+    assert (event.data.revoked_by, event.data.revoke_reason) == ("sec", "stolen laptop")
+    assert grant.access_key == "orders-db\x1falice\x1fapp_readonly"
 
 
 def test_revoked_after_expiry_has_positive_lateness(approval: RequestApproved) -> None:
@@ -135,15 +194,14 @@ def test_lateness_is_rounded_to_the_millisecond(approval: RequestApproved) -> No
 
 
 def test_fail_records_the_reason_and_returns_grant_failed(approval: RequestApproved) -> None:
-    grant = Grant.for_approval(approval.data, "postgres-role")
-    event = grant.fail("postgres refused: role app_readonly does not exist", cause=approval)
+    grant = _new(approval)
+    event = grant.fail("postgres refused: role app_readonly does not exist")
     assert grant.state is GrantState.FAILED
     assert grant.failure_reason == "postgres refused: role app_readonly does not exist"
     assert isinstance(event, GrantFailed)
     assert event.data.reason == grant.failure_reason
     assert event.data.grant_id == grant.id
     assert (event.data.resource, event.data.role) == ("orders-db", "app_readonly")
-    assert event.causation_id == approval.id
 
 
 def test_expire_command_can_be_rebuilt_for_an_active_grant(approval: RequestApproved) -> None:

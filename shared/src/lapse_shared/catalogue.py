@@ -11,14 +11,29 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator
 
 from lapse_shared.durations import Duration
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+DurationText = Annotated[
+    Duration,
+    # What a policy file may write; `format: duration` would refuse the short form ("8h").
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^(P[0-9WDTHMS.]+|([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?)$",
+            "description": "ISO 8601 (`PT30M`, `P1D`) or short (`30m`, `1h30m`, `2d`).",
+            "examples": ["30m", "8h", "PT1H"],
+        }
+    ),
+]
+"""A duration field of a policy file, with a JSON Schema that editors can check."""
+
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -35,7 +50,7 @@ class Resource(BaseModel):
         description="Provider settings; `${VAR}` is replaced from the grant service's environment.",
     )
     roles: list[str] = Field(min_length=1, description="Roles or actions it offers.")
-    max_duration: Duration = Field(description="No request may ask for longer than this.")
+    max_duration: DurationText = Field(description="No request may ask for longer than this.")
     labels: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("roles")
@@ -47,20 +62,25 @@ class Resource(BaseModel):
 
     def expanded_target(self, env: dict[str, str] | None = None) -> dict[str, Any]:
         """Target settings with `${VAR}` references resolved; a missing variable is an error."""
-        source = os.environ if env is None else env
+        return expand_target(self.target, env)
 
-        def expand(value: Any) -> Any:
-            if isinstance(value, str):
 
-                def one(match: re.Match[str]) -> str:
-                    if match.group(1) not in source:
-                        raise KeyError(f"environment variable {match.group(1)} is not set")
-                    return source[match.group(1)]
+def expand_target(target: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Resolve `${VAR}` in string settings from `env` (default: the environment).
 
-                return _ENV_REF.sub(one, value)
-            return value
+    Kept apart from the catalogue so a grant can store its target unexpanded (no secrets) and
+    still be revoked after its resource changed or left the catalogue.
+    """
+    source = os.environ if env is None else env
 
-        return {key: expand(value) for key, value in self.target.items()}
+    def one(match: re.Match[str]) -> str:
+        if match.group(1) not in source:
+            raise KeyError(f"environment variable {match.group(1)} is not set")
+        return source[match.group(1)]
+
+    return {
+        key: _ENV_REF.sub(one, value) if isinstance(value, str) else value for key, value in target.items()
+    }
 
 
 class PolicyDirError(ValueError):

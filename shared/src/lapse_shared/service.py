@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -12,7 +12,7 @@ import aio_pika
 import asyncpg
 import structlog
 import uvicorn
-from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractRobustChannel, AbstractRobustConnection
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
 from faststream.rabbit import RabbitBroker
@@ -43,6 +43,7 @@ class ServiceHost:
         schema: str | None = None,
         migrations: str | None = None,
         queues: list[str] | None = None,
+        topology: Callable[[AbstractChannel], Awaitable[None]] | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
@@ -50,6 +51,8 @@ class ServiceHost:
         self.schema = schema
         self._migrations = migrations
         self._queues = queues or []
+        # A service's own exchanges/queues (e.g. audit's SIEM stream), declared before the relay runs.
+        self._topology = topology
         self._pool: asyncpg.Pool | None = None
         self._amqp: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
@@ -85,6 +88,8 @@ class ServiceHost:
         await declare_exchanges(self.channel)
         for queue in self._queues:
             await declare_dead_letter_queue(self.channel, queue)
+        if self._topology is not None:
+            await self._topology(self.channel)
         self._publisher = ConfirmingPublisher(self.channel)
         if self._pool is not None and self.schema is not None:
             self._relay = OutboxRelay(

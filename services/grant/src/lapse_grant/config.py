@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from lapse_shared.settings import ServiceSettings
 
 
@@ -11,13 +13,33 @@ class GrantSettings(ServiceSettings):
     # The policy directory: the resource catalogue says which provider and target serve a
     # resource. Target secrets are `${VAR}` references resolved from this service's environment.
     policy_dir: Path = Path("examples/policies")
-    # How often the sweeper looks for active grants past their expiry (the safety net).
+    # Static bearer tokens for the admin API (kill switch), credentials pick-up and metrics.
+    token_file: Path = Path("examples/tokens.yaml")
+    # Who may use the kill switch.
+    admin_groups: list[str] = ["lapse-admins", "security"]
+    # Who may read /metrics (give Prometheus a token in one of these groups).
+    metrics_groups: list[str] = ["monitoring", "lapse-admins"]
+    # Fernet key (`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`)
+    # sealing ephemeral credentials until the requester fetches them; needed by postgres-login.
+    credentials_key: SecretStr | None = None
+    # The retrier's longest sleep: it also wakes for the soonest scheduled retry.
     sweep_interval_seconds: float = 5.0
-    # How far past expires_at a grant must be before the sweeper takes it: leaves the delayed
-    # message its chance, so the sweeper only acts when that message was lost or failed.
+    # How far past expires_at a grant must be before the retrier takes it: leaves the delayed
+    # message its chance, so the retrier only acts when that message was lost or failed.
     sweep_grace_seconds: float = 5.0
-    # Attempts at provisioning on a transient target error before the grant is failed.
-    provision_attempts: int = 3
+    # Transient target errors are retried with backoff for this long, then the request fails.
+    provision_timeout_seconds: float = 300.0
+    # Failed revocation attempts before `grant.revoke_failing` is published (retries go on).
+    revoke_alert_after: int = 5
     # An expiry message arriving this early (or less) is held until due; earlier is rescheduled.
-    expire_hold_seconds: float = 2.0
+    # Messages are routed to arrive up to 2 s early (1 s lead + the whole-second rounding).
+    expire_hold_seconds: float = 3.0
+    # Expiry messages held at once: each waits out its sub-second rest, so a burst of expiries
+    # needs many in flight (they hold no connection while waiting).
+    expire_prefetch: int = 1024
+    # Grants revoked or provisioned at once by the kill switch and the retrier.
+    concurrency: int = 16
+    # Drift reconciliation: how often, and how far back ended grants are checked.
+    reconcile_interval_seconds: float = 60.0
+    drift_lookback_hours: float = 24.0 * 7
     http_port: int = 8082

@@ -3,20 +3,32 @@
 from __future__ import annotations
 
 import structlog
-from faststream.rabbit import RabbitBroker
+from faststream.rabbit import Channel, RabbitBroker
 
 from lapse_grant.handlers import GrantHandlers
-from lapse_shared.events import GrantActivated, GrantExpire, GrantFailed, GrantRevoked, RequestApproved
+from lapse_shared.events import (
+    GrantActivated,
+    GrantDriftDetected,
+    GrantExpire,
+    GrantFailed,
+    GrantRevoke,
+    GrantRevoked,
+    GrantRevokeFailing,
+    RequestApproved,
+)
 from lapse_shared.messaging import delay
 from lapse_shared.messaging.consumer import consumer_queue, document_publishers, topic_exchange
-from lapse_shared.messaging.topology import EVENTS
+from lapse_shared.messaging.topology import COMMANDS, EVENTS
 
 APPROVED_QUEUE = "lapse.grant.approved"
 EXPIRE_QUEUE = "lapse.grant.expire"
-QUEUES = [APPROVED_QUEUE, EXPIRE_QUEUE]
+REVOKE_QUEUE = "lapse.grant.revoke"
+QUEUES = [APPROVED_QUEUE, EXPIRE_QUEUE, REVOKE_QUEUE]
 
 
-def register(broker: RabbitBroker, handlers: GrantHandlers, delivery_limit: int) -> None:
+def register(
+    broker: RabbitBroker, handlers: GrantHandlers, delivery_limit: int, expire_prefetch: int
+) -> None:
     @broker.subscriber(
         consumer_queue(APPROVED_QUEUE, "request.approved", delivery_limit),
         topic_exchange(EVENTS),
@@ -28,10 +40,12 @@ def register(broker: RabbitBroker, handlers: GrantHandlers, delivery_limit: int)
             await handlers.activate_grant(event)
 
     # Delayed commands leave the cascade through the deliver exchange with their delay bits
-    # still in front of the routing key, hence `#.grant.expire`.
+    # still in front of the routing key, hence `#.grant.expire`. A channel of its own: a burst
+    # of expiries each waiting out its sub-second rest must not starve the other consumers.
     @broker.subscriber(
         consumer_queue(EXPIRE_QUEUE, "#.grant.expire", delivery_limit),
         topic_exchange(delay.DELIVER),
+        channel=Channel(prefetch_count=expire_prefetch),
         title="grant/grant.expire",
         description="Delayed command: revoke the grant, verify it is gone, publish grant.revoked.",
     )
@@ -39,4 +53,22 @@ def register(broker: RabbitBroker, handlers: GrantHandlers, delivery_limit: int)
         with structlog.contextvars.bound_contextvars(correlation_id=str(command.correlation_id)):
             await handlers.expire_grant(command)
 
-    document_publishers(broker, [GrantActivated, GrantFailed, GrantRevoked])
+    @broker.subscriber(
+        consumer_queue(REVOKE_QUEUE, "grant.revoke", delivery_limit),
+        topic_exchange(COMMANDS),
+        title="grant/grant.revoke",
+        description="Kill switch: revoke one grant, or every grant of a subject or on a resource.",
+    )
+    async def on_grant_revoke(command: GrantRevoke) -> None:
+        data = command.data
+        await handlers.kill_switch(
+            actor=data.actor,
+            reason=data.reason,
+            grant_id=data.grant_id,
+            subject=data.subject,
+            resource=data.resource,
+        )
+
+    document_publishers(
+        broker, [GrantActivated, GrantFailed, GrantRevoked, GrantRevokeFailing, GrantDriftDetected]
+    )

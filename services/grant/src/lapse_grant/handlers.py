@@ -1,26 +1,48 @@
-"""Use cases of the grant service: activate on approval, revoke on expiry, sweep what is overdue."""
+"""Use cases of the grant service: provision, expire, revoke (never giving up), kill switch, drift."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
 import structlog
 
 from lapse_grant import repository
-from lapse_grant.domain import Grant
-from lapse_grant.providers import Provider, ProviderError
-from lapse_shared.catalogue import CatalogueSource
+from lapse_grant.credentials import CredentialVault
+from lapse_grant.domain import Grant, GrantState
+from lapse_grant.metrics import GrantMetrics
+from lapse_grant.providers import Access, Provider, ProviderError
+from lapse_shared.catalogue import CatalogueSource, expand_target
 from lapse_shared.db import inbox, outbox
-from lapse_shared.events import GrantExpire, RequestApproved, RevokeCause, utcnow
+from lapse_shared.events import DriftKind, Event, GrantExpire, RequestApproved, RevokeCause, utcnow
 from lapse_shared.messaging.topology import COMMANDS
 
 log = structlog.get_logger("lapse.grant")
 SCHEMA = repository.SCHEMA
+
+
+@dataclass(frozen=True)
+class Timings:
+    """How hard and how long the service tries; see GrantSettings for what each is for."""
+
+    provision_timeout: timedelta = timedelta(minutes=5)
+    revoke_alert_after: int = 5
+    expire_hold_seconds: float = 3.0
+    sweep_grace_seconds: float = 5.0
+    concurrency: int = 16
+
+
+@dataclass(frozen=True)
+class RevokeResult:
+    grant_id: uuid.UUID
+    revoked: bool
+    error: str | None = None
 
 
 class GrantHandlers:
@@ -30,89 +52,137 @@ class GrantHandlers:
         catalogue: CatalogueSource,
         providers: dict[str, Provider],
         *,
-        provision_attempts: int = 3,
-        expire_hold_seconds: float = 2.0,
+        timings: Timings | None = None,
+        metrics: GrantMetrics | None = None,
+        vault: CredentialVault | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._pool = pool
         self._catalogue = catalogue
         self._providers = providers
-        self._attempts = max(1, provision_attempts)
-        self._hold = expire_hold_seconds
+        self._t = timings or Timings()
+        self.metrics = metrics or GrantMetrics()
+        self._vault = vault
         self._clock = clock
 
-    def _target(self, resource_name: str) -> tuple[Provider, dict[str, object]]:
-        resource = self._catalogue.current(time.monotonic()).get(resource_name)
-        if resource is None:
-            raise ProviderError(f"resource '{resource_name}' is not in the catalogue", transient=False)
-        provider = self._providers.get(resource.provider)
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _provider(self, grant: Grant) -> tuple[Provider, dict[str, Any], Access]:
+        provider = self._providers.get(grant.provider)
         if provider is None:
-            raise ProviderError(f"no provider '{resource.provider}' is installed", transient=False)
+            raise ProviderError(f"no provider '{grant.provider}' is installed", transient=False)
         try:
-            return provider, resource.expanded_target()
+            target = expand_target(dict(grant.target))
         except KeyError as exc:
             raise ProviderError(
-                f"target settings of '{resource_name}': {exc.args[0]}", transient=False
+                f"target settings of '{grant.resource}': {exc.args[0]}", transient=False
             ) from None
+        assert grant.expires_at is not None or grant.state is GrantState.PROVISIONING
+        expires = grant.expires_at or self._clock() + timedelta(seconds=grant.duration_seconds)
+        return provider, target, Access(grant.id, grant.subject, grant.role, expires)
+
+    async def _each(self, ids: Iterable[uuid.UUID], work: Callable[[uuid.UUID], Awaitable[Any]]) -> list[Any]:
+        """Run `work` over ids, at most `concurrency` at once (a kill switch must be fast)."""
+        gate = asyncio.Semaphore(self._t.concurrency)
+
+        async def one(grant_id: uuid.UUID) -> Any:
+            async with gate:
+                return await work(grant_id)
+
+        return await asyncio.gather(*(one(i) for i in ids))
+
+    # -- provisioning --------------------------------------------------------------------------
 
     async def activate_grant(self, event: RequestApproved) -> None:
-        """Provision, verify, then record the grant and schedule its expiry, in one transaction."""
+        """Record the approval as a grant to provision (once per event), then provision it."""
         data = event.data
         async with self._pool().acquire() as conn, conn.transaction():
             if not await inbox.claim(conn, SCHEMA, event):
                 return
             resource = self._catalogue.current(time.monotonic()).get(data.resource)
-            grant = Grant.for_approval(data, resource.provider if resource else "unknown")
-            try:
-                provider, target = self._target(data.resource)
-                await self._with_retries(lambda: self._provision(provider, target, grant))
-            except ProviderError as exc:
-                failed = grant.fail(str(exc), cause=event)
-                await repository.insert(conn, grant)
-                await outbox.add(conn, SCHEMA, failed)
-                log.error("provisioning failed", request_id=str(data.request_id), reason=str(exc))
-                return
-            activated, expire = grant.activate(self._clock(), cause=event)
+            grant = Grant.for_approval(
+                data,
+                resource.provider if resource else "unknown",
+                dict(resource.target) if resource else {},
+                self._clock(),
+                self._t.provision_timeout,
+            )
             await repository.insert(conn, grant)
+            if resource is None:
+                failed = grant.fail(f"resource '{data.resource}' is not in the catalogue")
+                await repository.save(conn, grant)
+                await outbox.add(conn, SCHEMA, failed)
+                return
+        # Committed first: should this process die now, the retrier provisions it.
+        await self.provision(grant.id, cause=event)
+
+    async def provision(self, grant_id: uuid.UUID, cause: Event | None = None) -> None:
+        """One provisioning attempt: grant, verify, activate and schedule the expiry; or retry."""
+        async with self._pool().acquire() as conn, conn.transaction():
+            grant = await repository.get(conn, grant_id)
+            if grant is None or grant.state is not GrantState.PROVISIONING:
+                return
+            await repository.lock_access(conn, grant.access_key)
+            grant = await repository.get(conn, grant_id, for_update=True)
+            if grant is None or grant.state is not GrantState.PROVISIONING:
+                return
+            now = self._clock()
+            try:
+                provider, target, access = self._provider(grant)
+                if getattr(provider, "issues_credentials", False) and self._vault is None:
+                    raise ProviderError(
+                        "this resource issues credentials but LAPSE_CREDENTIALS_KEY is not set",
+                        transient=False,
+                    )
+                result = await provider.grant(target, access)
+                if not await provider.verify(target, access):
+                    raise ProviderError(
+                        "granted, but the access is not present in the target", transient=True
+                    )
+            except ProviderError as exc:
+                self.metrics.provision_failures.labels("transient" if exc.transient else "permanent").inc()
+                failed = grant.provisioning_failed(str(exc), now, transient=exc.transient)
+                await repository.save(conn, grant)
+                if failed is not None:
+                    await outbox.add(conn, SCHEMA, failed)
+                    log.error("provisioning failed", grant_id=str(grant.id), reason=grant.failure_reason)
+                else:
+                    log.warning(
+                        "provisioning will be retried",
+                        grant_id=str(grant.id),
+                        error=str(exc),
+                        attempt=grant.provision_attempts,
+                    )
+                return
+            activated, expire = grant.activate(now, cause, credentials=result.credentials is not None)
+            await repository.save(conn, grant)
+            if result.credentials is not None and self._vault is not None:
+                await repository.store_credentials(conn, grant.id, self._vault.seal(result.credentials))
             await outbox.add(conn, SCHEMA, activated)
             await outbox.add(conn, SCHEMA, expire, exchange=COMMANDS, due_at=grant.expires_at)
+        self.metrics.activations.inc()
         log.info(
             "grant activated",
             grant_id=str(grant.id),
-            request_id=str(data.request_id),
+            request_id=str(grant.request_id),
             subject=grant.subject,
             resource=grant.resource,
             role=grant.role,
             expires_at=grant.expires_at.isoformat() if grant.expires_at else None,
         )
 
-    async def _provision(self, provider: Provider, target: dict[str, object], grant: Grant) -> None:
-        await provider.grant(target, grant.subject, grant.role)
-        if not await provider.verify(target, grant.subject, grant.role):
-            raise ProviderError("the access was granted but is not present in the target", transient=False)
-
-    async def _with_retries(self, call: Callable[[], object]) -> None:
-        delay = 0.5
-        for attempt in range(1, self._attempts + 1):
-            try:
-                await call()  # type: ignore[misc]
-                return
-            except ProviderError as exc:
-                if not exc.transient or attempt == self._attempts:
-                    raise
-                log.warning("target error, retrying", attempt=attempt, error=str(exc))
-                await asyncio.sleep(delay)
-                delay *= 2
+    # -- revocation ----------------------------------------------------------------------------
 
     async def expire_grant(self, command: GrantExpire) -> None:
         """The delayed expiry arrived: wait out the sub-second rest, then revoke."""
         async with self._pool().acquire() as conn:
             grant = await repository.get(conn, command.data.grant_id)
-        if grant is None or grant.expires_at is None or grant.state.value != "active":
-            log.info("stale expiry ignored", grant_id=str(command.data.grant_id))
+        if grant is None or grant.expires_at is None or grant.state is not GrantState.ACTIVE:
+            log.debug("stale expiry ignored", grant_id=str(command.data.grant_id))
             return
         remaining = (grant.expires_at - self._clock()).total_seconds()
-        if remaining > self._hold:
+        log.debug("expiry message arrived", grant_id=str(grant.id), early_ms=round(remaining * 1000))
+        if remaining > self._t.expire_hold_seconds:
             # Early beyond the cascade's rounding (e.g. clocks moved): send it round again.
             async with self._pool().acquire() as conn, conn.transaction():
                 await outbox.add(
@@ -124,52 +194,206 @@ class GrantHandlers:
             await asyncio.sleep(remaining)
         await self.revoke_grant(grant.id, RevokeCause.EXPIRED)
 
-    async def revoke_grant(self, grant_id: uuid.UUID, cause: RevokeCause) -> bool:
-        """Revoke, verify gone, record; False when the grant is not active or being revoked.
+    async def revoke_grant(
+        self, grant_id: uuid.UUID, cause: RevokeCause, *, actor: str | None = None, reason: str | None = None
+    ) -> RevokeResult:
+        """Remove the access, verify it is gone, record it; on failure schedule a retry.
 
-        A target error propagates: the expiry message is redelivered, and the sweeper retries
-        on every pass, so a revocation is never given up.
+        A revocation is never given up: a failed attempt is retried with backoff by the retrier
+        for as long as it takes, with `grant.revoke_failing` published once attempts reach the
+        alert threshold. The grant stays `active` until `verify` says the access is gone. When
+        another active grant holds the same shared access, this one ends and the access stays.
         """
         async with self._pool().acquire() as conn, conn.transaction():
-            grant = await repository.lock_active(conn, grant_id)
-            if grant is None:
-                return False
-            provider, target = self._target(grant.resource)
-            await provider.revoke(target, grant.subject, grant.role)
-            if await provider.verify(target, grant.subject, grant.role):
-                raise ProviderError("revoked but the access is still present", transient=True)
-            revoked = grant.revoked(self._clock(), cause)
+            grant = await repository.get(conn, grant_id)
+            if grant is None or grant.state is not GrantState.ACTIVE:
+                return RevokeResult(grant_id, False, "not active")
+            await repository.lock_access(conn, grant.access_key)
+            grant = await repository.get(conn, grant_id, for_update=True)
+            if grant is None or grant.state is not GrantState.ACTIVE:
+                return RevokeResult(grant_id, False, "not active")
+            retained = False
+            try:
+                provider, target, access = self._provider(grant)
+                retained = provider.shared_access and await repository.other_active(conn, grant)
+                if not retained:
+                    await provider.revoke(target, access)
+                    if await provider.verify(target, access):
+                        raise ProviderError("revoked, but the access is still present", transient=True)
+            except ProviderError as exc:
+                alert = grant.revoke_failed(str(exc), self._clock(), self._t.revoke_alert_after)
+                await repository.save(conn, grant)
+                if alert is not None:
+                    await outbox.add(conn, SCHEMA, alert)
+                self.metrics.revoke_failures.inc()
+                log.warning(
+                    "revocation failed; will retry",
+                    grant_id=str(grant.id),
+                    error=str(exc),
+                    attempt=grant.revoke_attempts,
+                    alerted=alert is not None,
+                )
+                return RevokeResult(grant_id, False, str(exc))
+            revoked = grant.revoked(self._clock(), cause, retained=retained, actor=actor, reason=reason)
             await repository.save(conn, grant)
             await outbox.add(conn, SCHEMA, revoked)
+        self.metrics.revocations.labels(cause.value).inc()
+        if cause is not RevokeCause.REVOKED and grant.lateness_ms is not None:
+            self.metrics.lateness.observe(max(0, grant.lateness_ms) / 1000)
         log.info(
             "grant revoked",
             grant_id=str(grant.id),
             request_id=str(grant.request_id),
             cause=cause.value,
             lateness_ms=grant.lateness_ms,
+            access_retained=retained,
         )
-        return True
+        return RevokeResult(grant_id, True)
 
-    async def sweep_once(self, grace_seconds: float) -> int:
-        """Revoke every active grant overdue by more than `grace_seconds`; returns how many."""
+    async def kill_switch(
+        self,
+        *,
+        actor: str,
+        reason: str,
+        grant_id: uuid.UUID | None = None,
+        subject: str | None = None,
+        resource: str | None = None,
+    ) -> list[RevokeResult]:
+        """Revoke one grant, every active grant of a subject, or on a resource, concurrently.
+
+        A grant whose revocation fails now stays scheduled for retry like any other.
+        """
+        if grant_id is not None:
+            ids = [grant_id]
+        else:
+            if subject is None and resource is None:
+                raise ValueError("name a grant, a subject or a resource")
+            async with self._pool().acquire() as conn:
+                ids = await repository.active_ids(conn, subject=subject, resource=resource)
+        results: list[RevokeResult] = await self._each(
+            ids, lambda i: self.revoke_grant(i, RevokeCause.REVOKED, actor=actor, reason=reason)
+        )
+        log.warning(
+            "kill switch",
+            actor=actor,
+            reason=reason,
+            subject=subject,
+            resource=resource,
+            grant_id=str(grant_id) if grant_id else None,
+            revoked=sum(r.revoked for r in results),
+            failed=sum(not r.revoked for r in results),
+        )
+        return results
+
+    # -- the retrier: safety net for lost messages, failed revocations, pending provisioning ----
+
+    async def retry_due(self) -> tuple[int, int]:
+        """One pass: provision what is due, revoke what is overdue or due for retry."""
         async with self._pool().acquire() as conn:
-            overdue = await repository.overdue(conn, grace_seconds)
-        swept = 0
-        for grant_id in overdue:
-            try:
-                swept += await self.revoke_grant(grant_id, RevokeCause.SWEPT)
-            except ProviderError as exc:
-                log.warning(
-                    "sweeper could not revoke yet; will retry", grant_id=str(grant_id), error=str(exc)
-                )
+            provisioning = await repository.due_provisioning(conn)
+            revocations = await repository.due_revocations(conn, self._t.sweep_grace_seconds)
+        await self._each(provisioning, self.provision)
+        results: list[RevokeResult] = await self._each(
+            revocations, lambda i: self.revoke_grant(i, RevokeCause.SWEPT)
+        )
+        swept = sum(r.revoked for r in results)
         if swept:
-            log.warning("sweeper revoked overdue grants", count=swept)
-        return swept
+            log.warning("revoked overdue grants", count=swept)
+        return len(provisioning), swept
 
-    async def run_sweeper(self, interval_seconds: float, grace_seconds: float) -> None:
+    async def sweep_once(self) -> int:
+        return (await self.retry_due())[1]
+
+    async def run_retrier(self, interval_seconds: float) -> None:
         while True:
             try:
-                await self.sweep_once(grace_seconds)
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.warning("sweep failed", error=str(exc))
+                await self.retry_due()
+                async with self._pool().acquire() as conn:
+                    soonest = await repository.next_attempt(conn)
+                wait = interval_seconds
+                if soonest is not None:
+                    wait = min(wait, max(0.05, (soonest - self._clock()).total_seconds()))
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("retrier pass failed", error=str(exc))
+                wait = interval_seconds
+            await asyncio.sleep(wait)
+
+    # -- drift reconciliation ------------------------------------------------------------------
+
+    async def reconcile_once(self, lookback_seconds: float) -> dict[str, int]:
+        """Active grants' access must be present, recently ended ones' absent; repair differences."""
+        per_grant = [kind for kind, p in self._providers.items() if not p.shared_access]
+        async with self._pool().acquire() as conn:
+            active = await repository.active_ids(conn)
+            ended = await repository.ended_for_drift_check(conn, lookback_seconds, per_grant)
+        found = {"missing": 0, "unexpected": 0}
+        for grant_id in active:
+            found["missing"] += await self._reconcile(grant_id, DriftKind.MISSING)
+        for grant_id in ended:
+            found["unexpected"] += await self._reconcile(grant_id, DriftKind.UNEXPECTED)
+        return found
+
+    async def _reconcile(self, grant_id: uuid.UUID, kind: DriftKind) -> int:
+        expected = GrantState.ACTIVE if kind is DriftKind.MISSING else GrantState.REVOKED
+        async with self._pool().acquire() as conn, conn.transaction():
+            grant = await repository.get(conn, grant_id)
+            if grant is None or grant.state is not expected:
+                return 0
+            await repository.lock_access(conn, grant.access_key)
+            grant = await repository.get(conn, grant_id, for_update=True)
+            if grant is None or grant.state is not expected:
+                return 0
+            if kind is DriftKind.UNEXPECTED and await repository.other_active(conn, grant):
+                return 0  # a new grant of the same access started meanwhile
+            if (
+                kind is DriftKind.MISSING
+                and grant.expires_at is not None
+                and grant.expires_at <= self._clock()
+            ):
+                return 0  # about to be revoked anyway
+            try:
+                provider, target, access = self._provider(grant)
+                present = await provider.verify(target, access)
+            except ProviderError as exc:
+                log.warning("drift check failed; next round", grant_id=str(grant_id), error=str(exc))
+                return 0
+            if present == (kind is DriftKind.MISSING):
+                return 0
+            error = None
+            try:
+                if kind is DriftKind.MISSING:
+                    await provider.grant(target, access)
+                else:
+                    await provider.revoke(target, access)
+                repaired = await provider.verify(target, access) == (kind is DriftKind.MISSING)
+            except ProviderError as exc:
+                repaired, error = False, str(exc)
+            await outbox.add(conn, SCHEMA, grant.drift(kind, repaired, error))
+        self.metrics.drift.labels(kind.value).inc()
+        log.warning("drift detected", grant_id=str(grant_id), kind=kind.value, repaired=repaired, error=error)
+        return 1
+
+    async def run_reconciler(self, interval_seconds: float, lookback_seconds: float) -> None:
+        while True:
             await asyncio.sleep(interval_seconds)
+            try:
+                await self.reconcile_once(lookback_seconds)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("reconciliation pass failed", error=str(exc))
+
+    # -- credentials -----------------------------------------------------------------------------
+
+    async def take_credentials(self, grant_id: uuid.UUID, subject: str) -> dict[str, str] | None:
+        """The grant's credentials for its own subject, once; None if not theirs or already taken."""
+        if self._vault is None:
+            return None
+        async with self._pool().acquire() as conn, conn.transaction():
+            grant = await repository.get(conn, grant_id)
+            if grant is None or grant.subject != subject or grant.state is not GrantState.ACTIVE:
+                return None
+            sealed = await repository.take_credentials(conn, grant_id)
+        return self._vault.open(sealed) if sealed is not None else None
+
+    async def get_grant(self, grant_id: uuid.UUID) -> Grant | None:
+        async with self._pool().acquire() as conn:
+            return await repository.get(conn, grant_id)

@@ -1,9 +1,10 @@
-"""asyncpg SQL for the `grant` schema."""
+"""asyncpg SQL for the `grant` schema ("grant" is an SQL keyword, hence the quotes)."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import astuple, fields
+from datetime import datetime
 
 import asyncpg
 
@@ -11,6 +12,7 @@ from lapse_grant.domain import Grant, GrantState
 
 SCHEMA = "grant"
 _COLUMNS = [f.name for f in fields(Grant)]
+_ACCESS_LOCK_CLASS = 0x1A95  # advisory lock namespace: one lock per (resource, subject, role)
 
 
 def _from_row(row: asyncpg.Record) -> Grant:
@@ -19,43 +21,130 @@ def _from_row(row: asyncpg.Record) -> Grant:
     return Grant(**values)
 
 
+def _values(grant: Grant) -> list[object]:
+    return [v.value if isinstance(v, GrantState) else v for v in astuple(grant)]
+
+
 async def insert(conn: asyncpg.Connection, grant: Grant) -> None:
     placeholders = ", ".join(f"${i}" for i in range(1, len(_COLUMNS) + 1))
     await conn.execute(
-        f'INSERT INTO "grant".grants ({", ".join(_COLUMNS)}) VALUES ({placeholders})',
-        *[v.value if isinstance(v, GrantState) else v for v in astuple(grant)],
+        f'INSERT INTO "grant".grants ({", ".join(_COLUMNS)}) VALUES ({placeholders})', *_values(grant)
     )
 
 
 async def save(conn: asyncpg.Connection, grant: Grant) -> None:
     assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(_COLUMNS[1:], start=2))
     await conn.execute(
-        f'UPDATE "grant".grants SET {assignments}, updated_at = now() WHERE id = $1',
-        *[v.value if isinstance(v, GrantState) else v for v in astuple(grant)],
+        f'UPDATE "grant".grants SET {assignments}, updated_at = now() WHERE id = $1', *_values(grant)
     )
 
 
-async def lock_active(conn: asyncpg.Connection, grant_id: uuid.UUID) -> Grant | None:
-    """The grant if still active, row-locked; None if ended or held by another revoker."""
-    row = await conn.fetchrow(
-        'SELECT * FROM "grant".grants WHERE id = $1 AND state = $2 FOR UPDATE SKIP LOCKED',
-        grant_id,
-        GrantState.ACTIVE.value,
+async def lock_access(conn: asyncpg.Connection, access_key: str) -> None:
+    """Serialise everything that changes one access (grant, revoke, repair) until commit.
+
+    Without it, two overlapping grants ending at once could each see the other still active,
+    and neither would remove the access.
+    """
+    await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _ACCESS_LOCK_CLASS, access_key)
+
+
+async def get(conn: asyncpg.Connection, grant_id: uuid.UUID, *, for_update: bool = False) -> Grant | None:
+    lock = " FOR UPDATE" if for_update else ""
+    row = await conn.fetchrow(f'SELECT * FROM "grant".grants WHERE id = $1{lock}', grant_id)
+    return _from_row(row) if row else None
+
+
+async def other_active(conn: asyncpg.Connection, grant: Grant) -> bool:
+    """Whether another active grant holds the same access."""
+    return bool(
+        await conn.fetchval(
+            'SELECT EXISTS (SELECT 1 FROM "grant".grants WHERE resource = $1 AND subject = $2'
+            " AND role = $3 AND state = 'active' AND id <> $4)",
+            grant.resource,
+            grant.subject,
+            grant.role,
+            grant.id,
+        )
     )
-    return _from_row(row) if row else None
 
 
-async def get(conn: asyncpg.Connection, grant_id: uuid.UUID) -> Grant | None:
-    row = await conn.fetchrow('SELECT * FROM "grant".grants WHERE id = $1', grant_id)
-    return _from_row(row) if row else None
-
-
-async def overdue(conn: asyncpg.Connection, grace_seconds: float, limit: int = 100) -> list[uuid.UUID]:
+async def due_provisioning(conn: asyncpg.Connection, limit: int = 100) -> list[uuid.UUID]:
     rows = await conn.fetch(
-        'SELECT id FROM "grant".grants WHERE state = $1'
-        " AND expires_at < now() - make_interval(secs => $2) ORDER BY expires_at LIMIT $3",
-        GrantState.ACTIVE.value,
+        "SELECT id FROM \"grant\".grants WHERE state = 'provisioning' AND next_attempt_at <= now()"
+        " ORDER BY next_attempt_at LIMIT $1",
+        limit,
+    )
+    return [r["id"] for r in rows]
+
+
+async def due_revocations(
+    conn: asyncpg.Connection, grace_seconds: float, limit: int = 500
+) -> list[uuid.UUID]:
+    """Active grants past expiry whose message has had its chance, and failed revocations now due."""
+    rows = await conn.fetch(
+        "SELECT id FROM \"grant\".grants WHERE state = 'active' AND ("
+        " (revoke_attempts = 0 AND expires_at < now() - make_interval(secs => $1))"
+        " OR (revoke_attempts > 0 AND next_attempt_at <= now()))"
+        " ORDER BY expires_at LIMIT $2",
         grace_seconds,
         limit,
     )
     return [r["id"] for r in rows]
+
+
+async def next_attempt(conn: asyncpg.Connection) -> datetime | None:
+    """The soonest scheduled retry, so the retrier can sleep until then."""
+    value: datetime | None = await conn.fetchval(
+        "SELECT min(next_attempt_at) FROM \"grant\".grants WHERE state IN ('provisioning', 'active')"
+        " AND next_attempt_at IS NOT NULL"
+    )
+    return value
+
+
+async def active_ids(
+    conn: asyncpg.Connection, *, subject: str | None = None, resource: str | None = None
+) -> list[uuid.UUID]:
+    rows = await conn.fetch(
+        "SELECT id FROM \"grant\".grants WHERE state = 'active'"
+        " AND ($1::text IS NULL OR subject = $1) AND ($2::text IS NULL OR resource = $2) ORDER BY id",
+        subject,
+        resource,
+    )
+    return [r["id"] for r in rows]
+
+
+async def ended_for_drift_check(
+    conn: asyncpg.Connection, lookback_seconds: float, per_grant_providers: list[str]
+) -> list[uuid.UUID]:
+    """Recently ended grants whose access should be absent: one per shared access (the latest),
+    every one for providers that give each grant an access of its own."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT ON (g.resource, g.subject, g.role, CASE WHEN g.provider = ANY($2::text[])"
+        " THEN g.id::text ELSE '' END) g.id FROM \"grant\".grants g"
+        " WHERE g.state = 'revoked' AND g.revoked_at > now() - make_interval(secs => $1)"
+        ' AND NOT EXISTS (SELECT 1 FROM "grant".grants o WHERE o.resource = g.resource'
+        " AND o.subject = g.subject AND o.role = g.role AND o.state IN ('active', 'provisioning'))"
+        " ORDER BY g.resource, g.subject, g.role,"
+        " CASE WHEN g.provider = ANY($2::text[]) THEN g.id::text ELSE '' END, g.revoked_at DESC",
+        lookback_seconds,
+        per_grant_providers,
+    )
+    return [r["id"] for r in rows]
+
+
+async def store_credentials(conn: asyncpg.Connection, grant_id: uuid.UUID, ciphertext: bytes) -> None:
+    await conn.execute(
+        'UPDATE "grant".grants SET credentials_ciphertext = $2 WHERE id = $1', grant_id, ciphertext
+    )
+
+
+async def take_credentials(conn: asyncpg.Connection, grant_id: uuid.UUID) -> bytes | None:
+    """The stored credentials, erased in the same statement: they can be fetched only once."""
+    value: bytes | None = await conn.fetchval(
+        'UPDATE "grant".grants g SET credentials_ciphertext = NULL, credentials_delivered_at = now()'
+        ' FROM (SELECT id, credentials_ciphertext FROM "grant".grants WHERE id = $1 FOR UPDATE) old'
+        " WHERE g.id = old.id AND old.credentials_ciphertext IS NOT NULL"
+        " RETURNING old.credentials_ciphertext",
+        grant_id,
+    )
+    return value

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from lapse_policy import consumers
+from lapse_policy import api, consumers
 from lapse_policy.config import PolicySettings
 from lapse_policy.engine import PolicySource
+from lapse_shared.http.identity import StaticTokenAuthenticator
 from lapse_shared.logging import configure_logging
 from lapse_shared.messaging.consumer import build_broker
 from lapse_shared.service import ServiceHost, create_app, serve
@@ -21,9 +22,14 @@ def build(settings: PolicySettings) -> FastAPI:
     policy = PolicySource(settings.policy_dir)
     consumers.register(broker, policy, lambda: host.publisher, settings.delivery_limit)
     app = create_app(
-        host, title="Lapse policy service", description="Decides access requests from policy files."
+        host,
+        title="Lapse policy service",
+        description="Decides access requests from policy files; explains any request as a dry run.",
     )
+    app.include_router(api.router)
     app.state.policy = policy
+    app.state.authenticator = StaticTokenAuthenticator.from_file(settings.token_file)
+    app.state.admin_groups = set(settings.admin_groups)
     return app
 
 

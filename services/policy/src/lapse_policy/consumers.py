@@ -39,17 +39,30 @@ def register(
         # ack. Its id derives from the submitted event's, so a redelivery republishes the same
         # event and the consumers' inboxes drop the duplicate.
         with structlog.contextvars.bound_contextvars(correlation_id=str(event.correlation_id)):
-            decision = policy.current(time.monotonic()).decide(event.data)
+            # Decided as of submission, so a redelivery (same derived event id) decides the same.
+            decision = policy.current(time.monotonic()).decide(event.data, now=event.data.submitted_at)
             decided = PolicyDecided.create(
                 source=SOURCE, request_id=event.data.request_id, data=decision, cause=event, derived=True
             )
             await publisher().publish(decided, exchange=EVENTS)
+            if decision.break_glass:
+                # Emergency access is approved at once: make it loud, so on-call security notices.
+                log.warning(
+                    "break-glass access approved; an after-the-fact review is due",
+                    request_id=str(event.data.request_id),
+                    requester=event.data.requester.subject,
+                    resource=event.data.resource,
+                    role=event.data.role,
+                    rule=decision.rule,
+                )
             log.info(
                 "request decided",
                 request_id=str(event.data.request_id),
                 outcome=decision.outcome.value,
                 rule=decision.rule,
                 policy_version=decision.policy_version,
+                break_glass=decision.break_glass,
+                matched_rules=[m.rule for m in decision.matched_rules],
             )
 
     document_publishers(broker, [PolicyDecided])

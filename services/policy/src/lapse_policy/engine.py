@@ -1,24 +1,153 @@
-"""Deciding one request: deterministic, explainable, default deny."""
+"""Deciding one request: deterministic, explainable, default deny.
+
+Evaluation order (documented in docs/readme/issue-3.md):
+1. An unknown resource or role is a deny.
+2. Every rule is matched: who, resource and role patterns, label selectors, break-glass, then the
+   CEL condition. Matching rules are ranked by specificity, ties by position (files by name,
+   rules in file order).
+3. A matching `deny` wins, whatever its rank or position.
+4. Nothing matching is a deny.
+5. When the request invokes break-glass and a break-glass rule matches, the most specific one
+   decides; otherwise the most specific matching rule decides.
+6. The deciding rule's justification and ticket requirements must hold, else deny.
+7. The duration is capped by the resource and by every matching rule's `max_duration`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import timedelta
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import structlog
-from pydantic import ValidationError
+from pydantic import BaseModel, Field
 
-from lapse_policy.model import PolicyDocument, Rule
-from lapse_shared.catalogue import (
-    Catalogue,
-    PolicyDirectory,
-    PolicyDirError,
-    format_validation_error,
+from lapse_policy.conditions import ConditionError, Facts
+from lapse_policy.documents import Problem, read_directory
+from lapse_policy.matching import Candidate, CompiledRule, RuleMatch, candidates
+from lapse_policy.model import Review, Rule
+from lapse_shared.catalogue import Catalogue, PolicyDirectory, PolicyDirError, Resource
+from lapse_shared.events import (
+    ApprovalRequirement,
+    ApprovalStage,
+    Outcome,
+    PolicyDecidedData,
+    RequestSubmittedData,
+    utcnow,
 )
-from lapse_shared.events import Outcome, PolicyDecidedData, RequestSubmittedData
+from lapse_shared.events import RuleMatch as MatchedRule
 
 log = structlog.get_logger("lapse.policy")
+
+
+@dataclass(frozen=True)
+class Ask:
+    """A request as the policy sees it (a submitted one, or a dry run)."""
+
+    subject: str
+    groups: frozenset[str]
+    resource: str
+    role: str
+    duration: timedelta
+    reason: str
+    ticket: str | None = None
+    start: datetime | None = None
+    break_glass: bool = False
+    kind: str = "user"
+    attributes: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def of(cls, request: RequestSubmittedData) -> Ask:
+        return cls(
+            subject=request.requester.subject,
+            groups=frozenset(request.requester.groups),
+            resource=request.resource,
+            role=request.role,
+            duration=timedelta(seconds=request.duration_seconds),
+            reason=request.reason,
+            ticket=request.ticket,
+            start=request.start_at,
+            break_glass=request.break_glass,
+            kind=request.requester.kind,
+            attributes=tuple(sorted(request.requester.attributes.items())),
+        )
+
+
+class Decision(BaseModel):
+    """The full explanation of one evaluation; `policy.decided` carries it with the request id."""
+
+    outcome: Outcome
+    rule: str | None = Field(description="The deciding rule; null when nothing matched.")
+    reasons: list[str]
+    effective_duration_seconds: int = Field(ge=0)
+    approvals_required: int = 0
+    approver_groups: list[str] = Field(default_factory=list)
+    approval: ApprovalRequirement | None = None
+    break_glass: bool = False
+    review_after: ApprovalRequirement | None = None
+    matched_rules: list[MatchedRule] = Field(default_factory=list)
+    policy_version: str
+
+    def for_request(self, request_id: uuid.UUID) -> PolicyDecidedData:
+        return PolicyDecidedData.model_validate({"request_id": request_id, **self.model_dump()})
+
+
+def _requirement(review: Review, ask: Ask) -> tuple[ApprovalRequirement, list[str]]:
+    """The approval requirement for this requester, and the problems that make it unsatisfiable."""
+    excluded_groups: set[str] = set()
+    stages: list[ApprovalStage] = []
+    problems: list[str] = []
+    for index, stage in enumerate(review.stages):
+        groups = list(stage.groups)
+        if review.exclude_requester_groups:
+            own = [g for g in groups if g in ask.groups]
+            excluded_groups.update(own)
+            groups = [g for g in groups if g not in ask.groups]
+            if own and not groups:
+                label = stage.name or f"stage {index + 1}"
+                problems.append(
+                    f"{label}: every approver group ({', '.join(own)}) is the requester's own,"
+                    " and the rule excludes the requester's groups"
+                )
+        stages.append(ApprovalStage(name=stage.name, approvals=stage.approvals, groups=groups))
+    requirement = ApprovalRequirement(
+        stages=stages,
+        self_approval_allowed=review.allow_self_approval,
+        excluded_approvers=[] if review.allow_self_approval else [ask.subject],
+        excluded_groups=sorted(excluded_groups),
+    )
+    return requirement, problems
+
+
+def _unmet_requirements(rule: Rule, compiled: CompiledRule, ask: Ask) -> list[str]:
+    unmet = []
+    reason = ask.reason.strip()
+    if rule.justification is not None:
+        if len(reason) < rule.justification.min_length:
+            unmet.append(f"the reason must be at least {rule.justification.min_length} characters")
+        if compiled.justification is not None and compiled.justification.search(reason) is None:
+            unmet.append(f"the reason must match /{rule.justification.pattern}/")
+    if rule.ticket is not None:
+        ticket = (ask.ticket or "").strip()
+        if not ticket:
+            if rule.ticket.required:
+                hint = f" matching /{rule.ticket.pattern}/" if rule.ticket.pattern else ""
+                unmet.append(f"a ticket reference{hint} is required")
+        elif compiled.ticket is not None and compiled.ticket.fullmatch(ticket) is None:
+            unmet.append(f"ticket '{ticket}' does not match /{rule.ticket.pattern}/")
+    return unmet
+
+
+def _index(
+    catalogue: Catalogue, compiled: tuple[CompiledRule, ...]
+) -> dict[tuple[str, str], tuple[Candidate, ...]]:
+    index: dict[tuple[str, str], tuple[Candidate, ...]] = {}
+    for resource in catalogue.resources.values():
+        for role, found in candidates(compiled, resource.name, resource.labels, resource.roles).items():
+            index[resource.name, role] = found
+    return index
 
 
 @dataclass(frozen=True)
@@ -26,75 +155,221 @@ class Policy:
     catalogue: Catalogue
     rules: tuple[Rule, ...]
     version: str
+    compiled: tuple[CompiledRule, ...] = ()
+    index: dict[tuple[str, str], tuple[Candidate, ...]] = field(default_factory=dict, repr=False)
+    """(resource, role) -> rules that can apply; built once per policy version."""
+
+    @classmethod
+    def build(
+        cls, catalogue: Catalogue, rules: tuple[Rule, ...], version: str, compiled: tuple[CompiledRule, ...]
+    ) -> Policy:
+        return cls(catalogue, rules, version, compiled, _index(catalogue, compiled))
 
     @classmethod
     def load(cls, path: Path) -> Policy:
-        """Load and validate a directory; raises PolicyDirError naming the file at fault."""
-        directory = PolicyDirectory.load(path)
-        rules: list[Rule] = []
-        origin: dict[str, str] = {}
-        for file in directory.files:
-            try:
-                document = PolicyDocument.model_validate(file.content)
-            except ValidationError as exc:
-                raise PolicyDirError(format_validation_error(file.name, exc)) from None
-            for rule in document.rules:
-                if rule.name in origin:
-                    raise PolicyDirError(
-                        f"{file.name}: rule name '{rule.name}' is already used in {origin[rule.name]};"
-                        " rule names must be unique"
+        """Load and validate a directory; raises PolicyDirError listing every problem (file:line)."""
+        policy, problems = cls.check(path)
+        if policy is None:
+            raise PolicyDirError("\n".join(str(p) for p in problems))
+        return policy
+
+    @classmethod
+    def check(cls, path: Path) -> tuple[Policy | None, list[Problem]]:
+        """Every problem of a directory, with file and line; the policy when there are none."""
+        sources = read_directory(path)
+        problems = list(sources.problems)
+        resources: dict[str, tuple[str, Resource]] = {}
+        rules: list[tuple[str, Rule]] = []
+        compiled: list[CompiledRule] = []
+        seen: dict[str, str] = {}
+        for file in sources.files:
+            for index, resource in enumerate(file.document.resources):
+                if resource.name in resources:
+                    problems.append(
+                        Problem(
+                            file.name,
+                            file.line_of("resources", index, "name"),
+                            f"resource '{resource.name}' is already defined in {resources[resource.name][0]}",
+                        )
                     )
-                origin[rule.name] = file.name
-            rules.extend(document.rules)
-        return cls(Catalogue.from_directory(directory), tuple(rules), directory.version)
+                resources[resource.name] = (file.name, resource)
+            for index, rule in enumerate(file.document.rules):
+                if rule.name in seen:
+                    problems.append(
+                        Problem(
+                            file.name,
+                            file.line_of("rules", index, "name"),
+                            f"rule name '{rule.name}' is already used in {seen[rule.name]};"
+                            " rule names must be unique",
+                        )
+                    )
+                seen.setdefault(rule.name, file.name)
+                try:
+                    compiled.append(CompiledRule.of(rule, file.name, len(rules)))
+                except ConditionError as exc:
+                    where = "condition" if rule.condition else "timezone"
+                    problems.append(
+                        Problem(
+                            file.name,
+                            file.line_of("rules", index, where),
+                            f"rule '{rule.name}': {where} {exc}",
+                        )
+                    )
+                rules.append((file.name, rule))
+        if problems:
+            return None, problems
+        catalogue = Catalogue([r for _, r in resources.values()])
+        return cls.build(catalogue, tuple(r for _, r in rules), sources.version, tuple(compiled)), []
 
-    def decide(self, request: RequestSubmittedData) -> PolicyDecidedData:
-        """Explicit deny wins; otherwise the first matching rule (files by name, rules in order).
+    @classmethod
+    def of(cls, resources: list[Resource], rules: list[Rule], version: str = "test") -> Policy:
+        """A policy from models (tests, benchmarks); raises ConditionError on a bad condition."""
+        compiled = tuple(CompiledRule.of(rule, "<memory>", i) for i, rule in enumerate(rules))
+        return cls.build(Catalogue(resources), tuple(rules), version, compiled)
 
-        Nothing matching means deny. The duration is capped by the rule and the resource.
-        """
-        subject, groups = request.requester.subject, set(request.requester.groups)
-        resource = self.catalogue.get(request.resource)
-        requested = timedelta(seconds=request.duration_seconds)
+    def decide(self, request: RequestSubmittedData, now: datetime | None = None) -> PolicyDecidedData:
+        return self.evaluate(Ask.of(request), now or utcnow()).for_request(request.request_id)
 
-        def decided(
-            outcome: Outcome, rule: Rule | None, reasons: list[str], seconds: int = 0
-        ) -> PolicyDecidedData:
-            return PolicyDecidedData(
-                request_id=request.request_id,
-                outcome=outcome,
-                rule=rule.name if rule else None,
+    def evaluate(self, ask: Ask, now: datetime) -> Decision:
+        version = self.version
+
+        def deny(
+            reasons: list[str], rule: str | None = None, matched: list[MatchedRule] | None = None
+        ) -> Decision:
+            return Decision(
+                outcome=Outcome.DENY,
+                rule=rule,
                 reasons=reasons,
-                effective_duration_seconds=seconds,
-                approvals_required=rule.approvals if rule else 0,
-                approver_groups=list(rule.approver_groups) if rule else [],
-                policy_version=self.version,
+                effective_duration_seconds=0,
+                matched_rules=matched or [],
+                policy_version=version,
             )
 
+        resource = self.catalogue.get(ask.resource)
         if resource is None:
-            return decided(Outcome.DENY, None, [f"resource '{request.resource}' is not in the catalogue"])
-        if request.role not in resource.roles:
-            return decided(Outcome.DENY, None, [f"resource '{resource.name}' has no role '{request.role}'"])
+            return deny([f"resource '{ask.resource}' is not in the catalogue"])
+        if ask.role not in resource.roles:
+            return deny([f"resource '{resource.name}' has no role '{ask.role}'"])
 
-        matching = [r for r in self.rules if r.matches(subject, groups, resource.name, request.role)]
-        deny = next((r for r in matching if r.outcome is Outcome.DENY), None)
-        if deny is not None:
-            return decided(Outcome.DENY, deny, [deny.message or f"denied by rule '{deny.name}'"])
-        if not matching:
-            return decided(
-                Outcome.DENY,
-                None,
-                [f"no rule lets '{subject}' have '{request.role}' on '{resource.name}' (default deny)"],
+        facts = Facts(
+            resource=resource.name,
+            role=ask.role,
+            duration=ask.duration,
+            reason=ask.reason,
+            ticket=ask.ticket or "",
+            start=ask.start or now,
+            break_glass=ask.break_glass,
+            subject=ask.subject,
+            groups=tuple(sorted(ask.groups)),
+            attributes=dict(ask.attributes),
+            kind=ask.kind,
+            provider=resource.provider,
+            labels=dict(resource.labels),
+            now=now,
+        )
+        variables: dict[str | None, object] = {}
+        found: list[tuple[CompiledRule, RuleMatch]] = []
+        notes: list[str] = []
+        for candidate in self.index.get((resource.name, ask.role), ()):
+            match = candidate.rule.match(
+                candidate,
+                subject=ask.subject,
+                kind=ask.kind,
+                groups=ask.groups,
+                facts=facts,
+                variables=variables,
             )
-        rule = matching[0]
-        caps = [c for c in (rule.cap(), resource.max_duration) if c is not None]
-        effective = min([requested, *caps])
+            if match is None:
+                continue
+            if match.skipped is not None:
+                name = candidate.rule.name
+                notes.append(f"rule '{name}' skipped: its condition could not be evaluated ({match.skipped})")
+            else:
+                found.append((candidate.rule, match))
+        # Most specific first; ties keep their position (files by name, rules in file order).
+        found.sort(key=lambda rm: (tuple(-s for s in rm[1].specificity), rm[0].order))
+        matched = [
+            MatchedRule(
+                rule=r.name,
+                file=r.file,
+                outcome=r.rule.outcome,
+                specificity=list(m.specificity),
+                why=m.why,
+                max_duration_seconds=int(r.cap.total_seconds()) if r.cap else None,
+            )
+            for r, m in found
+        ]
+
+        denying = next((r for r, _ in found if r.rule.outcome is Outcome.DENY), None)
+        if denying is not None:
+            return deny(
+                [denying.rule.message or f"denied by rule '{denying.name}'", *notes], denying.name, matched
+            )
+        if not found:
+            return deny(
+                [
+                    f"no rule lets '{ask.subject}' have '{ask.role}' on '{resource.name}' (default deny)",
+                    *notes,
+                ]
+            )
+        deciding = found[0][0]
+        if ask.break_glass:
+            deciding = next((r for r, _ in found if r.rule.break_glass is not None), deciding)
+        rule = deciding.rule
+        unmet = _unmet_requirements(rule, deciding, ask)
+        if unmet:
+            return deny([f"rule '{rule.name}' requires: {'; '.join(unmet)}", *notes], rule.name, matched)
+
+        caps = [(resource.max_duration, f"resource '{resource.name}'")]
+        caps += [(r.cap, f"rule '{r.name}'") for r, _ in found if r.cap is not None]
+        effective = ask.duration
+        capped_by = ""
+        for cap, source in caps:
+            if cap < effective:
+                effective, capped_by = cap, source
+        seconds = int(effective.total_seconds())
         reasons = [f"matched rule '{rule.name}'"]
-        if effective < requested:
-            reasons.append(f"duration capped to {int(effective.total_seconds())}s")
-        if rule.outcome is Outcome.REVIEW:
-            reasons.append(f"needs {rule.approvals} approval(s)")
-        return decided(rule.outcome, rule, reasons, int(effective.total_seconds()))
+        if capped_by:
+            # Kept in this exact form: the request service and its users already read it.
+            reasons.append(f"duration capped to {seconds}s")
+            reasons.append(f"the cap comes from {capped_by}")
+
+        approval = review_after = None
+        approvals_required, approver_groups = 0, []
+        review = rule.review_requirement()
+        if review is not None:
+            approval, problems = _requirement(review, ask)
+            if problems:
+                return deny(
+                    [f"rule '{rule.name}' cannot be satisfied: {'; '.join(problems)}", *notes],
+                    rule.name,
+                    matched,
+                )
+            approvals_required = sum(s.approvals for s in approval.stages)
+            approver_groups = list(dict.fromkeys(g for s in approval.stages for g in s.groups))
+            reasons.append(f"needs {approvals_required} approval(s)")
+            if not approval.self_approval_allowed:
+                reasons.append(f"'{ask.subject}' may not approve their own request")
+        if rule.break_glass is not None:
+            reasons.append("break-glass: approved at once and flagged for an after-the-fact review")
+            after = rule.break_glass_review()
+            if after is not None:
+                review_after, problems = _requirement(after, ask)
+                if problems:
+                    notes.append(f"the after-the-fact review cannot be fully staffed: {'; '.join(problems)}")
+        return Decision(
+            outcome=rule.outcome,
+            rule=rule.name,
+            reasons=[*reasons, *notes],
+            effective_duration_seconds=seconds,
+            approvals_required=approvals_required,
+            approver_groups=approver_groups,
+            approval=approval,
+            break_glass=rule.break_glass is not None,
+            review_after=review_after,
+            matched_rules=matched,
+            policy_version=version,
+        )
 
 
 class PolicySource:
@@ -105,8 +380,10 @@ class PolicySource:
         self._fingerprint = PolicyDirectory.fingerprint(path)
         self._policy = Policy.load(path)
         self._checked = 0.0
+        self.last_error: str | None = None
 
-    def current(self, now: float) -> Policy:
+    def current(self, now: float | None = None) -> Policy:
+        now = time.monotonic() if now is None else now
         if now - self._checked < 1.0:
             return self._policy
         self._checked = now
@@ -115,8 +392,10 @@ class PolicySource:
             self._fingerprint = fingerprint
             try:
                 self._policy = Policy.load(self._path)
+                self.last_error = None
                 log.info("policy reloaded", version=self._policy.version)
             except PolicyDirError as exc:
+                self.last_error = str(exc)
                 log.error(
                     "policy change rejected; the last good version stays in force",
                     error=str(exc),

@@ -38,6 +38,14 @@ class SubmitRequest(BaseModel):
         json_schema_extra={"type": "string", "examples": ["PT30M", "30m"]},
     )
     reason: str = Field(min_length=1, max_length=2000, description="Why the access is needed.")
+    ticket: str | None = Field(
+        None, max_length=200, description="Change or incident ticket, when the policy asks for one."
+    )
+    break_glass: bool = Field(
+        False,
+        description="Invoke emergency access: approved at once where a policy rule allows it,"
+        " flagged in the audit trail and reviewed afterwards.",
+    )
 
 
 class GrantView(BaseModel):
@@ -57,6 +65,8 @@ class RequestView(BaseModel):
     duration: str = Field(description="Requested duration, ISO 8601.")
     duration_seconds: int
     reason: str
+    ticket: str | None = None
+    break_glass: bool = False
     created_at: datetime
     updated_at: datetime
     decision: dict[str, Any] | None = Field(
@@ -89,6 +99,8 @@ class RequestView(BaseModel):
             duration=format_duration(timedelta(seconds=r.duration_seconds)),
             duration_seconds=r.duration_seconds,
             reason=r.reason,
+            ticket=r.ticket,
+            break_glass=r.break_glass,
             created_at=r.created_at,
             updated_at=r.updated_at,
             decision=r.decision,
@@ -114,7 +126,13 @@ def _handlers(request: Request) -> RequestHandlers:
 async def submit_request(body: SubmitRequest, identity: CurrentIdentity, request: Request) -> RequestView:
     try:
         created = await _handlers(request).submit_request(
-            identity, resource=body.resource, role=body.role, duration=body.duration, reason=body.reason
+            identity,
+            resource=body.resource,
+            role=body.role,
+            duration=body.duration,
+            reason=body.reason,
+            ticket=body.ticket,
+            break_glass=body.break_glass,
         )
     except SubmissionRejected as exc:
         raise ProblemError(

@@ -9,7 +9,14 @@ from faststream.rabbit import RabbitBroker
 from pydantic import Field
 
 from lapse_request.handlers import RequestHandlers
-from lapse_shared.events import GrantActivated, GrantFailed, GrantRevoked, PolicyDecided
+from lapse_shared.events import (
+    GrantActivated,
+    GrantDriftDetected,
+    GrantFailed,
+    GrantRevoked,
+    GrantRevokeFailing,
+    PolicyDecided,
+)
 from lapse_shared.messaging.consumer import consumer_queue, topic_exchange
 from lapse_shared.messaging.topology import EVENTS
 
@@ -17,7 +24,12 @@ DECISIONS_QUEUE = "lapse.request.decisions"
 GRANT_STATUS_QUEUE = "lapse.request.grant-status"
 QUEUES = [DECISIONS_QUEUE, GRANT_STATUS_QUEUE]
 
-GrantStatus = Annotated[GrantActivated | GrantRevoked | GrantFailed, Field(discriminator="type")]
+# Every grant.* event is listed, so none is dead-lettered as malformed; the request follows the
+# first three and leaves operational ones (revoke failing, drift) to the audit trail and alerts.
+GrantStatus = Annotated[
+    GrantActivated | GrantRevoked | GrantFailed | GrantRevokeFailing | GrantDriftDetected,
+    Field(discriminator="type"),
+]
 
 
 def register(broker: RabbitBroker, handlers: RequestHandlers, delivery_limit: int) -> None:
@@ -41,5 +53,7 @@ def register(broker: RabbitBroker, handlers: RequestHandlers, delivery_limit: in
         description="Follows the grant: activated, revoked or failed.",
     )
     async def on_grant_status(event: GrantStatus) -> None:
+        if isinstance(event, GrantRevokeFailing | GrantDriftDetected):
+            return
         with structlog.contextvars.bound_contextvars(correlation_id=str(event.correlation_id)):
             await handlers.on_grant_event(event)

@@ -69,6 +69,8 @@ class AccessRequest:
     revoked_at: datetime | None = None
     lateness_ms: int | None = None
     failure_reason: str | None = None
+    ticket: str | None = None
+    break_glass: bool = False
     events: list[Event] = field(default_factory=list, repr=False)
 
 
@@ -82,6 +84,9 @@ def submit(
     duration: timedelta,
     reason: str,
     now: datetime,
+    ticket: str | None = None,
+    break_glass: bool = False,
+    attributes: dict[str, str] | None = None,
 ) -> AccessRequest:
     """Check a submission against the catalogue and open a pending request."""
     entry = catalogue.get(resource)
@@ -111,6 +116,8 @@ def submit(
         state=State.PENDING,
         created_at=now,
         updated_at=now,
+        ticket=ticket.strip() if ticket and ticket.strip() else None,
+        break_glass=break_glass,
     )
     request.events.append(
         RequestSubmitted.create(
@@ -118,12 +125,14 @@ def submit(
             request_id=request.id,
             data=RequestSubmittedData(
                 request_id=request.id,
-                requester=Requester(subject=requester, groups=request.groups),
+                requester=Requester(subject=requester, groups=request.groups, attributes=attributes or {}),
                 resource=resource,
                 role=role,
                 duration_seconds=request.duration_seconds,
                 reason=request.reason,
                 submitted_at=now,
+                ticket=request.ticket,
+                break_glass=request.break_glass,
             ),
         )
     )
@@ -153,6 +162,7 @@ def apply_decision(request: AccessRequest, decision: PolicyDecidedData, cause: E
                     approved_at=now,
                     rule=decision.rule,
                     policy_version=decision.policy_version,
+                    break_glass=decision.break_glass,
                 ),
             )
         )

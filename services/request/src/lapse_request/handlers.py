@@ -42,7 +42,15 @@ class RequestHandlers:
         request.events.clear()
 
     async def submit_request(
-        self, identity: Identity, *, resource: str, role: str, duration: timedelta, reason: str
+        self,
+        identity: Identity,
+        *,
+        resource: str,
+        role: str,
+        duration: timedelta,
+        reason: str,
+        ticket: str | None = None,
+        break_glass: bool = False,
     ) -> AccessRequest:
         request = domain.submit(
             self._catalogue.current(time.monotonic()),
@@ -53,6 +61,9 @@ class RequestHandlers:
             duration=duration,
             reason=reason,
             now=self._clock(),
+            ticket=ticket,
+            break_glass=break_glass,
+            attributes=dict(identity.attributes),
         )
         async with self._pool().acquire() as conn, conn.transaction():
             await self._commit(conn, request, new=True)

@@ -12,7 +12,8 @@ SCHEMA = "request"
 
 _COLUMNS = (
     "id, requester, groups, resource, role, duration_seconds, reason, state, decision, grant_id,"
-    " granted_at, expires_at, revoked_at, lateness_ms, failure_reason, created_at, updated_at"
+    " granted_at, expires_at, revoked_at, lateness_ms, failure_reason, created_at, updated_at,"
+    " ticket, break_glass"
 )
 
 
@@ -42,13 +43,15 @@ def _values(r: AccessRequest) -> tuple[object, ...]:
         r.failure_reason,
         r.created_at,
         r.updated_at,
+        r.ticket,
+        r.break_glass,
     )
 
 
 async def insert(conn: asyncpg.Connection, request: AccessRequest) -> None:
     await conn.execute(
         f"INSERT INTO request.requests ({_COLUMNS}) VALUES"
-        " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+        " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
         *_values(request),
     )
 

@@ -69,6 +69,10 @@ class OutboxRelay:
         self._batch = batch_size
         self._retention_hours = retention_hours
         self._wake = asyncio.Event()
+        # Delayed messages go out a few at a time, each routed on the delay left when it is
+        # sent: with hundreds in flight the broker takes seconds to accept the last of them, and
+        # a delay computed before that wait would make them arrive that much late.
+        self._delayed_gate = asyncio.Semaphore(16)
         self._listener: asyncpg.Connection | None = None
 
     @property
@@ -124,10 +128,14 @@ class OutboxRelay:
         return len(rows)
 
     async def _publish(self, row: asyncpg.Record) -> None:
-        exchange, routing_key = row["exchange"], row["routing_key"]
-        if row["due_at"] is not None:
-            seconds = delay.whole_seconds_until(row["due_at"], utcnow())
-            exchange, routing_key = delay.entry_exchange(), delay.routing_key(seconds, routing_key)
+        if row["due_at"] is None:
+            await self._send(row, row["exchange"], row["routing_key"])
+            return
+        async with self._delayed_gate:
+            seconds = delay.whole_seconds_until(row["due_at"], utcnow(), lead=delay.LEAD_SECONDS)
+            await self._send(row, delay.entry_exchange(), delay.routing_key(seconds, row["routing_key"]))
+
+    async def _send(self, row: asyncpg.Record, exchange: str, routing_key: str) -> None:
         await self._publisher.publish_raw(
             exchange=exchange,
             routing_key=routing_key,

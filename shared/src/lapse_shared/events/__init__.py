@@ -1,18 +1,33 @@
 """The event contract of Lapse: one module per producing service."""
 
+from lapse_shared.events.audit import AuditCheckpoint, AuditCheckpointData
 from lapse_shared.events.envelope import Contract, Event, utcnow
 from lapse_shared.events.grant import (
+    DriftKind,
     GrantActivated,
     GrantActivatedData,
+    GrantDriftDetected,
+    GrantDriftDetectedData,
     GrantExpire,
     GrantExpireData,
     GrantFailed,
     GrantFailedData,
+    GrantRevoke,
+    GrantRevokeData,
     GrantRevoked,
     GrantRevokedData,
+    GrantRevokeFailing,
+    GrantRevokeFailingData,
     RevokeCause,
 )
-from lapse_shared.events.policy import Outcome, PolicyDecided, PolicyDecidedData
+from lapse_shared.events.policy import (
+    ApprovalRequirement,
+    ApprovalStage,
+    Outcome,
+    PolicyDecided,
+    PolicyDecidedData,
+    RuleMatch,
+)
 from lapse_shared.events.request import (
     RequestApproved,
     RequestApprovedData,
@@ -32,19 +47,34 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     GrantFailed,
     GrantRevoked,
     GrantExpire,
+    GrantRevokeFailing,
+    GrantDriftDetected,
+    GrantRevoke,
+    AuditCheckpoint,
 )
 """Every type in the contract; JSON Schemas are generated from this list."""
 
 __all__ = [
     "EVENT_TYPES",
+    "ApprovalRequirement",
+    "ApprovalStage",
+    "AuditCheckpoint",
+    "AuditCheckpointData",
     "Contract",
+    "DriftKind",
     "Event",
     "GrantActivated",
     "GrantActivatedData",
+    "GrantDriftDetected",
+    "GrantDriftDetectedData",
     "GrantExpire",
     "GrantExpireData",
     "GrantFailed",
     "GrantFailedData",
+    "GrantRevoke",
+    "GrantRevokeData",
+    "GrantRevokeFailing",
+    "GrantRevokeFailingData",
     "GrantRevoked",
     "GrantRevokedData",
     "Outcome",
@@ -58,5 +88,6 @@ __all__ = [
     "RequestSubmittedData",
     "Requester",
     "RevokeCause",
+    "RuleMatch",
     "utcnow",
 ]

@@ -20,6 +20,11 @@ class GrantActivatedData(Contract):
     role: str
     granted_at: datetime
     expires_at: datetime
+    credentials_available: bool = Field(
+        False,
+        description="The provider made credentials (e.g. an ephemeral login): the requester fetches"
+        " them once from the grant service, `POST /v1/grants/{grant_id}/credentials`. Never in events.",
+    )
 
 
 class GrantActivated(Event):
@@ -49,6 +54,7 @@ class GrantFailed(Event):
 class RevokeCause(StrEnum):
     EXPIRED = "expired"
     SWEPT = "swept"
+    REVOKED = "revoked"
 
 
 class GrantRevokedData(Contract):
@@ -61,8 +67,16 @@ class GrantRevokedData(Contract):
     revoked_at: datetime
     lateness_ms: int = Field(description="revoked_at - expires_at in milliseconds.")
     cause: RevokeCause = Field(
-        description="`expired`: the delayed expiry message; `swept`: the safety-net sweeper."
+        description="`expired`: the delayed expiry message; `swept`: the safety-net sweeper or a"
+        " retry after a failed attempt; `revoked`: ended early by an administrator (kill switch)."
     )
+    access_retained: bool = Field(
+        False,
+        description="True when another active grant of the same access keeps it in the target:"
+        " this grant ended, the access stays until the last one ends.",
+    )
+    revoked_by: str | None = Field(None, description="For `revoked`: who ended it.")
+    revoke_reason: str | None = Field(None, description="For `revoked`: why.")
 
 
 class GrantRevoked(Event):
@@ -84,3 +98,68 @@ class GrantExpire(Event):
     TYPE: ClassVar[str] = "grant.expire"
     type: Literal["grant.expire"] = "grant.expire"
     data: GrantExpireData
+
+
+class GrantRevokeFailingData(Contract):
+    grant_id: uuid.UUID
+    request_id: uuid.UUID
+    subject: str
+    resource: str
+    role: str
+    expires_at: datetime
+    attempts: int = Field(description="Failed revocation attempts so far; retries go on.")
+    error: str = Field(description="The last error, without secrets.")
+
+
+class GrantRevokeFailing(Event):
+    """Revocation keeps failing past the alert threshold; Lapse goes on retrying until it works."""
+
+    TYPE: ClassVar[str] = "grant.revoke_failing"
+    type: Literal["grant.revoke_failing"] = "grant.revoke_failing"
+    data: GrantRevokeFailingData
+
+
+class DriftKind(StrEnum):
+    MISSING = "missing"
+    UNEXPECTED = "unexpected"
+
+
+class GrantDriftDetectedData(Contract):
+    grant_id: uuid.UUID
+    request_id: uuid.UUID
+    subject: str
+    resource: str
+    role: str
+    kind: DriftKind = Field(
+        description="`missing`: an active grant's access is absent from the target;"
+        " `unexpected`: an ended grant's access is present again (e.g. re-granted by hand)."
+    )
+    repaired: bool = Field(description="Whether the target was put back as Lapse says it should be.")
+    error: str | None = Field(None, description="Why the repair failed, if it did.")
+
+
+class GrantDriftDetected(Event):
+    """The target differed from what Lapse granted; the reconciler found and repaired it."""
+
+    TYPE: ClassVar[str] = "grant.drift_detected"
+    type: Literal["grant.drift_detected"] = "grant.drift_detected"
+    data: GrantDriftDetectedData
+
+
+class GrantRevokeData(Contract):
+    grant_id: uuid.UUID | None = Field(None, description="One grant.")
+    subject: str | None = Field(None, description="Every active grant of this subject.")
+    resource: str | None = Field(None, description="Every active grant on this resource.")
+    reason: str = Field(min_length=1, description="Why; recorded on each grant.revoked.")
+    actor: str = Field(min_length=1, description="Who asked for it.")
+
+
+class GrantRevoke(Event):
+    """Command (kill switch): revoke one grant, every grant of a subject, or every grant on a resource.
+
+    When both subject and resource are given, only grants matching both are revoked.
+    """
+
+    TYPE: ClassVar[str] = "grant.revoke"
+    type: Literal["grant.revoke"] = "grant.revoke"
+    data: GrantRevokeData

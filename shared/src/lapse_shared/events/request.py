@@ -14,6 +14,12 @@ from lapse_shared.events.envelope import Contract, Event
 class Requester(Contract):
     subject: str = Field(description="Who asks: a person's or a service principal's id.")
     groups: list[str] = Field(default_factory=list, description="Groups of the requester.")
+    kind: Literal["user", "service"] = Field(
+        "user", description="A person, or a service principal (another system asking)."
+    )
+    attributes: dict[str, str] = Field(
+        default_factory=dict, description="Identity attributes (e.g. department) that policies may test."
+    )
 
 
 class RequestSubmittedData(Contract):
@@ -24,6 +30,9 @@ class RequestSubmittedData(Contract):
     duration_seconds: int = Field(gt=0, description="Requested length of the access window.")
     reason: str = Field(description="The requester's justification.")
     submitted_at: datetime
+    ticket: str | None = Field(None, description="Change or incident ticket reference, e.g. `INC-1234`.")
+    start_at: datetime | None = Field(None, description="Scheduled start; none means at approval.")
+    break_glass: bool = Field(False, description="The requester invokes emergency (break-glass) access.")
 
 
 class RequestSubmitted(Event):
@@ -43,6 +52,9 @@ class RequestApprovedData(Contract):
     approved_at: datetime
     rule: str | None = Field(description="Policy rule that approved it.")
     policy_version: str
+    break_glass: bool = Field(
+        False, description="Emergency access approved at once; an after-the-fact review is due."
+    )
 
 
 class RequestApproved(Event):

@@ -20,6 +20,9 @@ class Identity(BaseModel):
 
     subject: str
     groups: frozenset[str] = frozenset()
+    attributes: dict[str, str] = Field(
+        default_factory=dict, description="Identity attributes (e.g. department) policies may test."
+    )
 
     def in_any(self, groups: frozenset[str] | set[str] | list[str]) -> bool:
         return not self.groups.isdisjoint(groups)
@@ -38,6 +41,7 @@ class StaticToken(BaseModel):
     token_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
     subject: str = Field(min_length=1)
     groups: list[str] = Field(default_factory=list)
+    attributes: dict[str, str] = Field(default_factory=dict, description="e.g. department, location.")
 
     @model_validator(mode="after")
     def _one_secret(self) -> StaticToken:
@@ -63,7 +67,10 @@ class StaticTokenAuthenticator:
     """Bearer tokens from a YAML file (token → subject, groups), for local use and tests."""
 
     def __init__(self, entries: list[StaticToken]) -> None:
-        self._entries = [(e.digest, Identity(subject=e.subject, groups=frozenset(e.groups))) for e in entries]
+        self._entries = [
+            (e.digest, Identity(subject=e.subject, groups=frozenset(e.groups), attributes=e.attributes))
+            for e in entries
+        ]
 
     @classmethod
     def from_file(cls, path: Path) -> StaticTokenAuthenticator:

@@ -40,12 +40,17 @@ def routing_key(delay_seconds: int, key: str) -> str:
     return ".".join(bits) + "." + key
 
 
-def whole_seconds_until(due_at: datetime, now: datetime) -> int:
+LEAD_SECONDS = 1.0
+"""Delayed messages are routed to arrive this much early (plus the rounding), and the consumer
+holds them until due: broker hiccups shorter than the lead cost no lateness."""
+
+
+def whole_seconds_until(due_at: datetime, now: datetime, lead: float = 0.0) -> int:
     """Route on whole seconds, rounded down: the consumer waits out the sub-second rest.
 
     Rounding up would make every expiry up to a second late.
     """
-    return max(0, math.floor((due_at - now).total_seconds()))
+    return max(0, math.floor((due_at - now).total_seconds() - lead))
 
 
 def _pattern(level: int, bit: str) -> str:

@@ -1,12 +1,22 @@
 """Grant providers: plugins that turn a grant into real access in a target, and back.
 
-Each is registered under the `lapse.providers` entry point group with its kind as the name.
+A provider is registered under the `lapse.providers` entry point group with its kind as the
+name (`postgres-role = "lapse_grant.providers.postgres_role:PostgresRoleProvider"`), so a
+third-party package can ship one. Every operation must be idempotent: Lapse repeats them after
+crashes, redeliveries and failed attempts.
 """
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
 from importlib.metadata import entry_points
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+T = TypeVar("T", bound=BaseModel)
 
 
 class ProviderError(Exception):
@@ -20,18 +30,54 @@ class ProviderError(Exception):
         self.transient = transient
 
 
+@dataclass(frozen=True)
+class Access:
+    """What one grant gives: `subject` holds `role` until `expires_at`."""
+
+    grant_id: uuid.UUID
+    subject: str
+    role: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    """The result of a grant; `credentials` are delivered once to the requester, never logged."""
+
+    credentials: dict[str, str] | None = None
+
+
 class Provider(Protocol):
     """Idempotent operations on one kind of target; `target` is the resource's settings."""
 
-    async def grant(self, target: dict[str, Any], subject: str, role: str) -> None: ...
+    settings_model: ClassVar[type[BaseModel]]
+    """Validates a resource's `target:` settings for this provider."""
+    shared_access: ClassVar[bool]
+    """True when two grants of the same subject and role share one access in the target (a role
+    membership), so it may only be removed when the last of them ends; False when every grant
+    gets an access of its own (an ephemeral login)."""
 
-    async def revoke(self, target: dict[str, Any], subject: str, role: str) -> None: ...
+    async def grant(self, target: dict[str, Any], access: Access) -> Provisioned: ...
 
-    async def verify(self, target: dict[str, Any], subject: str, role: str) -> bool:
+    async def revoke(self, target: dict[str, Any], access: Access) -> None: ...
+
+    async def verify(self, target: dict[str, Any], access: Access) -> bool:
         """True when the access is present in the target."""
         ...
 
     async def close(self) -> None: ...
+
+
+def parse_settings(model: type[T], kind: str, target: dict[str, Any]) -> T:
+    """A provider's settings, or a permanent ProviderError that says what is wrong (no values)."""
+    try:
+        return model.model_validate(target)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            for e in exc.errors(include_url=False, include_input=False)
+        )
+        raise ProviderError(f"invalid {kind} target settings: {problems}", transient=False) from None
 
 
 def load_providers() -> dict[str, Provider]:

@@ -1,0 +1,82 @@
+"""Connections to PostgreSQL targets, shared by the postgres-role and postgres-login providers."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+
+from lapse_grant.providers import ProviderError
+
+# Errors that another attempt will not fix; anything else (connection refused, database not
+# accepting connections, too many connections, a timeout) is worth trying again.
+_PERMANENT = (
+    asyncpg.UndefinedObjectError,  # role or member does not exist
+    asyncpg.InsufficientPrivilegeError,
+    asyncpg.InvalidCatalogNameError,  # database does not exist
+    asyncpg.InvalidParameterValueError,
+    asyncpg.InvalidRoleSpecificationError,
+)
+
+
+class TargetPools:
+    """One small pool per target DSN; errors become ProviderErrors without the DSN in them."""
+
+    def __init__(self, max_size: int = 8) -> None:
+        self._pools: dict[str, asyncpg.Pool] = {}
+        self._lock = asyncio.Lock()
+        self._max_size = max_size
+
+    async def _pool(self, dsn: str) -> asyncpg.Pool:
+        async with self._lock:
+            pool = self._pools.get(dsn)
+            if pool is None or pool.is_closing():
+                pool = await asyncpg.create_pool(
+                    dsn, min_size=0, max_size=self._max_size, timeout=5, command_timeout=30
+                )
+                assert pool is not None
+                self._pools[dsn] = pool
+            return pool
+
+    async def run(self, dsn: str, work: Any) -> Any:
+        """Run `work(conn)` on a pooled connection to `dsn`, classifying failures."""
+        try:
+            pool = await self._pool(dsn)
+            async with pool.acquire() as conn:
+                return await work(conn)
+        except _PERMANENT as exc:
+            raise ProviderError(f"postgres refused: {exc}", transient=False) from None
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            # A dead pool would fail every later call: drop it so the next one reconnects.
+            await self._discard(dsn)
+            raise ProviderError(
+                f"postgres unavailable: {type(exc).__name__}: {exc}", transient=True
+            ) from None
+
+    async def _discard(self, dsn: str) -> None:
+        async with self._lock:
+            pool = self._pools.pop(dsn, None)
+        if pool is not None:
+            pool.terminate()
+
+    async def execute_formatted(self, dsn: str, template: str, *identifiers: str) -> None:
+        """Execute a statement whose identifiers the server quotes with format('%I')."""
+
+        async def work(conn: asyncpg.Connection) -> None:
+            placeholders = ", ".join(f"${i}::text" for i in range(1, len(identifiers) + 1))
+            statement = await conn.fetchval(f"SELECT format('{template}', {placeholders})", *identifiers)
+            await conn.execute(statement)
+
+        await self.run(dsn, work)
+
+    async def fetchval(self, dsn: str, query: str, *args: object) -> Any:
+        async def work(conn: asyncpg.Connection) -> Any:
+            return await conn.fetchval(query, *args)
+
+        return await self.run(dsn, work)
+
+    async def close(self) -> None:
+        for pool in self._pools.values():
+            await pool.close()
+        self._pools.clear()
