@@ -7,6 +7,8 @@ export LAPSE_AMQP_URL     ?= amqp://guest:guest@127.0.0.1:5672/
 export LAPSE_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/lapse
 export LAPSE_POLICY_DIR   ?= examples/policies
 export LAPSE_TOKEN_FILE   ?= examples/tokens.yaml
+# Seals ephemeral credentials (postgres-login) until fetched. A demo key: set your own anywhere else.
+export LAPSE_CREDENTIALS_KEY ?= 3q2-7wsPzBkGd5qVhPq5Yw9pJ1mS9y0GkXK8nQ0bZ1A=
 
 .PHONY: install run test lint docs pin clean
 
@@ -19,9 +21,12 @@ $(VENV)/.installed: requirements-dev.txt constraints.txt shared/pyproject.toml s
 install: $(VENV)/.installed
 
 ## Start request (:8080), policy (:8081), grant (:8082) and audit (:8083); Ctrl-C stops all.
-## Each service applies its own migrations at start.
+## Each service applies its own migrations at start; the audit checkpoint key is made once in .run/.
 run: install
 	$(BIN)/python examples/demo_target.py
+	@mkdir -p .run
+	@test -f .run/checkpoint.pem || $(BIN)/lapse audit keygen -o .run/checkpoint.pem
+	LAPSE_CHECKPOINT_KEY_FILE=$${LAPSE_CHECKPOINT_KEY_FILE:-$(CURDIR)/.run/checkpoint.pem} \
 	LAPSE_LOG_JSON=$${LAPSE_LOG_JSON:-false} PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/honcho start -f deploy/local/Procfile -d $(CURDIR)
 
 ## The whole suite: unit, integration (real RabbitMQ + PostgreSQL), end-to-end, lint.

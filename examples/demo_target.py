@@ -1,7 +1,8 @@
 """Create the local demo target for `make run`: database lapse_demo, its roles, the people.
 
-Idempotent. The provisioning role has CREATEROLE only: enough to grant and revoke membership in
-non-superuser roles, nothing more.
+Idempotent. The provisioning role has CREATEROLE and pg_signal_backend only: enough to grant and
+revoke membership in non-superuser roles, create and drop ephemeral logins and end their
+sessions, nothing more.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ async def main() -> None:
             if not exists:
                 await conn.execute(f'CREATE ROLE "{role}" {options}')
         await conn.execute("GRANT CONNECT ON DATABASE lapse_demo TO orders_readonly, orders_readwrite")
+        # postgres-login ends the sessions of the ephemeral logins it drops.
+        await conn.execute("GRANT pg_signal_backend TO lapse_provisioner")
     finally:
         await conn.close()
     print("demo target ready: database lapse_demo, roles", ", ".join(ROLES))

@@ -58,7 +58,13 @@ async def main() -> None:
     parser.add_argument(
         "--base", type=float, default=90.0, help="seconds from activation to the first expiry"
     )
-    parser.add_argument("--spread", type=float, default=30.0, help="extra seconds spread over the grants")
+    parser.add_argument(
+        "--spread",
+        type=float,
+        default=30.0,
+        help="seconds added across the grants, from 0 for the first to this for the last; negative to"
+        " pull later activations' expiries back so all fall within one minute",
+    )
     args = parser.parse_args()
     n, tag = args.grants, f"b{uuid.uuid4().hex[:6]}"
     vhost, database = f"lapse-bench-{tag}", f"lapse_bench_{tag}"
@@ -83,14 +89,16 @@ async def main() -> None:
     provisioner, reader = f"{tag}_provisioner", f"{tag}_reader"
     print(f"creating {n} member roles ...", flush=True)
     await admin.execute(f'CREATE ROLE "{provisioner}" LOGIN CREATEROLE; CREATE ROLE "{reader}" NOLOGIN')
-    await admin.execute(
-        f"DO $$ BEGIN FOR i IN 1..{n} LOOP EXECUTE format('CREATE ROLE %I LOGIN', '{tag}_u' || i); END LOOP; END $$"
-    )
+    loop = f"DO $$ BEGIN FOR i IN 1..{n} LOOP EXECUTE format('{{}}', '{tag}_u' || i); END LOOP; END $$"
+    await admin.execute(loop.format("CREATE ROLE %I LOGIN"))
     workdir = Path(tempfile.mkdtemp(prefix="lapse-bench-"))
     parts = urlsplit(db_url)
-    provisioner_dsn = urlunsplit(
-        parts._replace(netloc=f"{provisioner}@{parts.hostname}:{parts.port or 5432}")
-    )
+    if parts.hostname:
+        provisioner_dsn = urlunsplit(
+            parts._replace(netloc=f"{provisioner}@{parts.hostname}:{parts.port or 5432}")
+        )
+    else:  # a Unix-socket URL: postgresql://user@/db?host=/var/run/postgresql
+        provisioner_dsn = urlunsplit(parts._replace(netloc=f"{provisioner}@"))
     (workdir / "policies").mkdir()
     (workdir / "policies" / "resources.yaml").write_text(
         yaml.safe_dump(

@@ -80,7 +80,9 @@ async def test_credentials_once_then_kill_switch_ends_every_access_of_the_subjec
         assert report.json()["pending"] == 0
 
         assert not await pg_target.has_membership("alice")
-        with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError)):
+        with pytest.raises(
+            (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, ConnectionError)
+        ):
             await session.fetchval("SELECT 1")
         session.terminate()
 

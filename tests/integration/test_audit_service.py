@@ -325,3 +325,22 @@ async def test_cli_verify_pinpoints_a_superuser_edit_in_the_database_and_in_an_e
     )
     assert result.exit_code == 1
     assert "chain: BROKEN at seq 1:" in result.output
+
+
+async def test_cli_tail_follows_the_stream_from_an_offset(audit: FastAPI, amqp_url: str) -> None:
+    events = lifecycle(requester="erin")
+    await publish(amqp_url, *encode(events))
+    await read_stream(amqp_url, len(events))  # they are on the stream
+    runner = CliRunner()
+    args = ["audit", "tail", "--offset", "first", "--count", str(len(events)), "--amqp-url", amqp_url]
+    raw = await asyncio.to_thread(runner.invoke, cli, [*args, "--json"])
+    assert raw.exit_code == 0, raw.output
+    lines = [json.loads(line) for line in raw.output.splitlines()]
+    assert [x["record"]["metadata"]["uid"] for x in lines] == [e["id"] for e in events]
+    assert {x["offset"] for x in lines} == {0}
+    text = await asyncio.to_thread(runner.invoke, cli, args)
+    assert text.exit_code == 0, text.output
+    rows = [line.split("\t") for line in text.output.splitlines()]
+    assert [r[4] for r in rows] == [e["type"] for e in events]
+    assert rows[3][3] == "User Access Management: Assign Privileges"
+    assert rows[3][5] == "erin"

@@ -19,7 +19,14 @@ from lapse_grant.providers.postgres_role import PostgresRoleProvider
 from lapse_shared.catalogue import CatalogueSource
 from lapse_shared.db.migrations import migrate
 from lapse_shared.db.pool import create_pool
-from lapse_shared.events import RequestApproved, RequestApprovedData, RevokeCause, utcnow
+from lapse_shared.events import (
+    GrantExpire,
+    GrantExpireData,
+    RequestApproved,
+    RequestApprovedData,
+    RevokeCause,
+    utcnow,
+)
 from tests.infra import Infra, execute_sql, run_sql
 from tests.targets import PgTarget, new_target
 
@@ -100,18 +107,18 @@ async def test_overlapping_grants_keep_the_access_until_the_last_one_ends(env: E
     first, second = await env.approve(), await env.approve()
     assert await env.target.has_membership("alice")
 
-    assert (await env.handlers.revoke_grant(first, RevokeCause.EXPIRED)).revoked
+    assert (await env.handlers.revoke_grant(first, RevokeCause.REVOKED)).revoked
     assert await env.target.has_membership("alice"), "ending one grant revoked the other's access"
     assert (await env.state(first))["access_retained"] is True
 
-    assert (await env.handlers.revoke_grant(second, RevokeCause.EXPIRED)).revoked
+    assert (await env.handlers.revoke_grant(second, RevokeCause.REVOKED)).revoked
     assert not await env.target.has_membership("alice")
     assert (await env.state(second))["access_retained"] is False
 
 
 async def test_overlapping_grants_ending_at_the_same_moment_still_remove_the_access(env: Env) -> None:
     grants = [await env.approve() for _ in range(4)]
-    results = await asyncio.gather(*(env.handlers.revoke_grant(g, RevokeCause.EXPIRED) for g in grants))
+    results = await asyncio.gather(*(env.handlers.revoke_grant(g, RevokeCause.REVOKED) for g in grants))
     assert all(r.revoked for r in results)
     assert not await env.target.has_membership("alice")
 
@@ -156,7 +163,7 @@ async def test_revocation_retries_while_the_target_refuses_connections_and_succe
 async def test_drift_is_detected_and_repaired_both_ways(env: Env, infra: Infra) -> None:
     active = await env.approve(subject="alice")
     ended = await env.approve(subject="bob")
-    assert (await env.handlers.revoke_grant(ended, RevokeCause.EXPIRED)).revoked
+    assert (await env.handlers.revoke_grant(ended, RevokeCause.REVOKED)).revoked
     assert await env.handlers.reconcile_once(3600) == {"missing": 0, "unexpected": 0}
 
     # Someone removes alice's active access and re-grants bob's ended one by hand.
@@ -213,3 +220,45 @@ async def test_provisioning_retries_a_transient_failure_then_activates(env: Env,
     assert (await env.state(grant_id))["state"] == "active"
     assert await env.target.has_membership("alice")
     assert len(await env.outbox("grant.activated")) == 1
+
+
+async def test_a_batch_revokes_overlaps_inside_it_and_keeps_access_held_outside_it(env: Env) -> None:
+    inside = [await env.approve(subject="alice") for _ in range(2)]
+    bob_inside, bob_outside = await env.approve(subject="bob"), await env.approve(subject="bob")
+    results = await env.handlers.revoke_many(
+        [*inside, bob_inside], RevokeCause.REVOKED, actor="t", reason="r"
+    )
+    assert all(r.revoked for r in results.values())
+    assert not await env.target.has_membership("alice"), "both alice grants ended: the access must go"
+    assert await env.target.has_membership("bob"), "bob's other grant still holds the access"
+    assert (await env.state(bob_inside))["access_retained"] is True
+    assert (await env.state(bob_outside))["state"] == "active"
+
+
+async def test_a_stale_expiry_for_a_grant_not_yet_due_does_nothing(env: Env) -> None:
+    grant_id = await env.approve(seconds=3600)
+    result = await env.handlers.revoke_grant(grant_id, RevokeCause.EXPIRED)
+    assert not result.revoked
+    assert (await env.state(grant_id))["state"] == "active"
+    assert await env.target.has_membership("alice")
+
+
+async def test_expiries_falling_due_together_are_revoked_as_one_batch(env: Env) -> None:
+    grants = [await env.approve(subject=s, seconds=1) for s in ("alice", "bob")]
+    await asyncio.sleep(1.05)
+    commands = [
+        GrantExpire.create(
+            source="t",
+            request_id=uuid.uuid4(),
+            data=GrantExpireData(grant_id=g, expires_at=(await env.state(g))["expires_at"]),
+        )
+        for g in grants
+    ]
+    await asyncio.gather(*(env.handlers.expire_grant(c) for c in commands))
+    assert [(await env.state(g))["revoke_cause"] for g in grants] == ["expired", "expired"]
+    assert not await env.target.has_membership("alice")
+    assert not await env.target.has_membership("bob")
+    rows = await env.pool.fetch(
+        'SELECT DISTINCT revoked_at FROM "grant".grants WHERE id = ANY($1::uuid[])', grants
+    )
+    assert len(rows) == 1, "the two expiries were not revoked in one batch"

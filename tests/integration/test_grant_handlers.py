@@ -102,9 +102,9 @@ async def test_a_stale_expiry_for_an_ended_grant_does_nothing(
     pool, handlers = grant_env
     await handlers.activate_grant(approval(pg_target.reader, seconds=1))
     grant_id = await pool.fetchval('SELECT id FROM "grant".grants')
-    assert (await handlers.revoke_grant(grant_id, RevokeCause.EXPIRED)).revoked
+    assert (await handlers.revoke_grant(grant_id, RevokeCause.REVOKED)).revoked
     before = await outbox_types(pool)
-    assert not (await handlers.revoke_grant(grant_id, RevokeCause.EXPIRED)).revoked
+    assert not (await handlers.revoke_grant(grant_id, RevokeCause.REVOKED)).revoked
     assert await outbox_types(pool) == before
 
 

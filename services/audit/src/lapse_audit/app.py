@@ -33,7 +33,7 @@ log = structlog.get_logger("lapse.audit")
 
 
 def load_signer(settings: AuditSettings) -> CheckpointSigner:
-    if settings.checkpoint_key is not None:
+    if settings.checkpoint_key is not None and settings.checkpoint_key.get_secret_value().strip():
         return CheckpointSigner(load_private_key(settings.checkpoint_key.get_secret_value()))
     if settings.checkpoint_key_file is not None:
         return CheckpointSigner(load_private_key(settings.checkpoint_key_file.read_text()))

@@ -39,7 +39,8 @@ class GrantSettings(ServiceSettings):
     expire_prefetch: int = 1024
     # Grants revoked or provisioned at once by the kill switch and the retrier.
     concurrency: int = 16
-    # Drift reconciliation: how often, and how far back ended grants are checked.
-    reconcile_interval_seconds: float = 60.0
+    # Drift reconciliation: how often, and how far back ended grants are checked. Each pass
+    # verifies every active grant in its target, so keep it minutes apart.
+    reconcile_interval_seconds: float = 300.0
     drift_lookback_hours: float = 24.0 * 7
     http_port: int = 8082

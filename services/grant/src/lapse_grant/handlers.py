@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -17,7 +18,7 @@ from lapse_grant import repository
 from lapse_grant.credentials import CredentialVault
 from lapse_grant.domain import Grant, GrantState
 from lapse_grant.metrics import GrantMetrics
-from lapse_grant.providers import Access, Provider, ProviderError
+from lapse_grant.providers import Access, Provider, ProviderError, revoke_all
 from lapse_shared.catalogue import CatalogueSource, expand_target
 from lapse_shared.db import inbox, outbox
 from lapse_shared.events import DriftKind, Event, GrantExpire, RequestApproved, RevokeCause, utcnow
@@ -25,6 +26,62 @@ from lapse_shared.messaging.topology import COMMANDS
 
 log = structlog.get_logger("lapse.grant")
 SCHEMA = repository.SCHEMA
+
+
+BATCH_SIZE = 200
+"""Most grants revoked in one transaction."""
+
+
+class Batcher:
+    """Gathers the revocations that fall due within a few milliseconds and runs them as one batch.
+
+    Each caller awaits its own result; a batch goes as soon as it is full or `wait` has passed.
+    """
+
+    def __init__(
+        self,
+        run: Callable[[list[uuid.UUID]], Awaitable[dict[uuid.UUID, RevokeResult]]],
+        *,
+        wait: float = 0.005,
+        size: int = BATCH_SIZE,
+    ) -> None:
+        self._run, self._wait, self._size = run, wait, size
+        self._pending: dict[uuid.UUID, asyncio.Future[RevokeResult]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def revoke(self, grant_id: uuid.UUID) -> RevokeResult:
+        future = self._pending.get(grant_id)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self._pending[grant_id] = future
+        if len(self._pending) >= self._size:
+            self._flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._wait, self._flush)
+        return await asyncio.shield(future)
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        batch, self._pending = self._pending, {}
+        if batch:
+            task = asyncio.create_task(self._complete(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _complete(self, batch: dict[uuid.UUID, asyncio.Future[RevokeResult]]) -> None:
+        try:
+            results = await self._run(list(batch))
+        except Exception as exc:  # noqa: BLE001 - every waiter gets the error, the message is retried
+            for future in batch.values():
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for grant_id, future in batch.items():
+            if not future.done():
+                future.set_result(results.get(grant_id, RevokeResult(grant_id, False, "not active")))
 
 
 @dataclass(frozen=True)
@@ -64,6 +121,7 @@ class GrantHandlers:
         self.metrics = metrics or GrantMetrics()
         self._vault = vault
         self._clock = clock
+        self._expiries = Batcher(lambda ids: self.revoke_many(ids, RevokeCause.EXPIRED))
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -174,81 +232,132 @@ class GrantHandlers:
     # -- revocation ----------------------------------------------------------------------------
 
     async def expire_grant(self, command: GrantExpire) -> None:
-        """The delayed expiry arrived: wait out the sub-second rest, then revoke."""
-        async with self._pool().acquire() as conn:
-            grant = await repository.get(conn, command.data.grant_id)
-        if grant is None or grant.expires_at is None or grant.state is not GrantState.ACTIVE:
-            log.debug("stale expiry ignored", grant_id=str(command.data.grant_id))
-            return
-        remaining = (grant.expires_at - self._clock()).total_seconds()
-        log.debug("expiry message arrived", grant_id=str(grant.id), early_ms=round(remaining * 1000))
+        """The delayed expiry arrived: wait out the rest until due, then revoke.
+
+        The command carries the expiry, so waiting needs no database; revoke_grant checks the
+        grant is still active (a stale command for an ended grant is a no-op).
+        """
+        remaining = (command.data.expires_at - self._clock()).total_seconds()
+        log.debug(
+            "expiry message arrived", grant_id=str(command.data.grant_id), early_ms=round(remaining * 1000)
+        )
         if remaining > self._t.expire_hold_seconds:
-            # Early beyond the cascade's rounding (e.g. clocks moved): send it round again.
+            # Early beyond the cascade's rounding and lead (e.g. clocks moved): send it round again.
+            again = GrantExpire.create(
+                source=command.source, request_id=command.correlation_id, cause=command, data=command.data
+            )
             async with self._pool().acquire() as conn, conn.transaction():
-                await outbox.add(
-                    conn, SCHEMA, grant.expire_command(command), exchange=COMMANDS, due_at=grant.expires_at
-                )
-            log.info("early expiry rescheduled", grant_id=str(grant.id), remaining_s=remaining)
+                await outbox.add(conn, SCHEMA, again, exchange=COMMANDS, due_at=command.data.expires_at)
+            log.info("early expiry rescheduled", grant_id=str(command.data.grant_id), remaining_s=remaining)
             return
         if remaining > 0:
             await asyncio.sleep(remaining)
-        await self.revoke_grant(grant.id, RevokeCause.EXPIRED)
+        await self._expiries.revoke(command.data.grant_id)
 
     async def revoke_grant(
         self, grant_id: uuid.UUID, cause: RevokeCause, *, actor: str | None = None, reason: str | None = None
     ) -> RevokeResult:
-        """Remove the access, verify it is gone, record it; on failure schedule a retry.
+        return (await self.revoke_many([grant_id], cause, actor=actor, reason=reason))[grant_id]
+
+    async def revoke_many(
+        self,
+        grant_ids: list[uuid.UUID],
+        cause: RevokeCause,
+        *,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> dict[uuid.UUID, RevokeResult]:
+        """Remove the accesses, verify they are gone, record it; on failure schedule a retry.
 
         A revocation is never given up: a failed attempt is retried with backoff by the retrier
         for as long as it takes, with `grant.revoke_failing` published once attempts reach the
-        alert threshold. The grant stays `active` until `verify` says the access is gone. When
+        alert threshold. A grant stays `active` until `verify` says its access is gone. When
         another active grant holds the same shared access, this one ends and the access stays.
+        One transaction for the whole batch, and one round trip per step: under a burst of
+        expiries the cost per grant is what decides how late the last one is.
         """
+        results = {i: RevokeResult(i, False, "not active") for i in grant_ids}
         async with self._pool().acquire() as conn, conn.transaction():
-            grant = await repository.get(conn, grant_id)
-            if grant is None or grant.state is not GrantState.ACTIVE:
-                return RevokeResult(grant_id, False, "not active")
-            await repository.lock_access(conn, grant.access_key)
-            grant = await repository.get(conn, grant_id, for_update=True)
-            if grant is None or grant.state is not GrantState.ACTIVE:
-                return RevokeResult(grant_id, False, "not active")
-            retained = False
-            try:
-                provider, target, access = self._provider(grant)
-                retained = provider.shared_access and await repository.other_active(conn, grant)
-                if not retained:
-                    await provider.revoke(target, access)
-                    if await provider.verify(target, access):
-                        raise ProviderError("revoked, but the access is still present", transient=True)
-            except ProviderError as exc:
-                alert = grant.revoke_failed(str(exc), self._clock(), self._t.revoke_alert_after)
-                await repository.save(conn, grant)
+            locked = await repository.lock_active_with_overlap(conn, grant_ids)
+            now = self._clock()
+            due = [
+                (g, others)
+                for g, others in locked
+                # A stale expiry for a later expiry time leaves the grant alone.
+                if not (
+                    cause is RevokeCause.EXPIRED
+                    and g.expires_at is not None
+                    and (g.expires_at - now).total_seconds() > self._t.expire_hold_seconds
+                )
+            ]
+            errors = await self._revoke_in_targets(due)
+            now = self._clock()
+            events: list[Event] = []
+            for grant, others in due:
+                error = errors.get(grant.id)
+                if error is None:
+                    events.append(
+                        grant.revoked(
+                            now, cause, retained=self._retained(grant, others), actor=actor, reason=reason
+                        )
+                    )
+                    results[grant.id] = RevokeResult(grant.id, True)
+                    continue
+                alert = grant.revoke_failed(error, now, self._t.revoke_alert_after)
                 if alert is not None:
-                    await outbox.add(conn, SCHEMA, alert)
+                    events.append(alert)
+                results[grant.id] = RevokeResult(grant.id, False, error)
+            await repository.save_revocations(conn, [g for g, _ in due])
+            await outbox.add_many(conn, SCHEMA, events)
+        for grant, _ in due:
+            if results[grant.id].revoked:
+                self.metrics.revocations.labels(cause.value).inc()
+                if cause is not RevokeCause.REVOKED and grant.lateness_ms is not None:
+                    self.metrics.lateness.observe(max(0, grant.lateness_ms) / 1000)
+                log.info(
+                    "grant revoked",
+                    grant_id=str(grant.id),
+                    request_id=str(grant.request_id),
+                    cause=cause.value,
+                    lateness_ms=grant.lateness_ms,
+                    access_retained=grant.access_retained,
+                )
+            else:
                 self.metrics.revoke_failures.inc()
                 log.warning(
                     "revocation failed; will retry",
                     grant_id=str(grant.id),
-                    error=str(exc),
+                    error=results[grant.id].error,
                     attempt=grant.revoke_attempts,
-                    alerted=alert is not None,
                 )
-                return RevokeResult(grant_id, False, str(exc))
-            revoked = grant.revoked(self._clock(), cause, retained=retained, actor=actor, reason=reason)
-            await repository.save(conn, grant)
-            await outbox.add(conn, SCHEMA, revoked)
-        self.metrics.revocations.labels(cause.value).inc()
-        if cause is not RevokeCause.REVOKED and grant.lateness_ms is not None:
-            self.metrics.lateness.observe(max(0, grant.lateness_ms) / 1000)
-        log.info(
-            "grant revoked",
-            grant_id=str(grant.id),
-            request_id=str(grant.request_id),
-            cause=cause.value,
-            lateness_ms=grant.lateness_ms,
-            access_retained=retained,
-        )
-        return RevokeResult(grant_id, True)
+        return results
+
+    def _retained(self, grant: Grant, others: bool) -> bool:
+        provider = self._providers.get(grant.provider)
+        return bool(provider is not None and provider.shared_access and others)
+
+    async def _revoke_in_targets(self, due: list[tuple[Grant, bool]]) -> dict[uuid.UUID, str]:
+        """Revoke every access not retained by another grant, batched per target; the errors by grant."""
+        errors: dict[uuid.UUID, str] = {}
+        batches: dict[str, tuple[Provider, dict[str, Any], list[Access]]] = {}
+        for grant, others in due:
+            if self._retained(grant, others):
+                continue
+            try:
+                provider, target, access = self._provider(grant)
+            except ProviderError as exc:
+                errors[grant.id] = str(exc)
+                continue
+            key = grant.provider + json.dumps(grant.target, sort_keys=True)
+            batches.setdefault(key, (provider, target, []))[2].append(access)
+        for provider, target, accesses in batches.values():
+            try:
+                still = await revoke_all(provider, target, accesses)
+            except ProviderError as exc:
+                errors.update({a.grant_id: str(exc) for a in accesses})
+                continue
+            errors.update({i: "revoked, but the access is still present" for i in still})
+        return errors
 
     async def kill_switch(
         self,
@@ -270,9 +379,7 @@ class GrantHandlers:
                 raise ValueError("name a grant, a subject or a resource")
             async with self._pool().acquire() as conn:
                 ids = await repository.active_ids(conn, subject=subject, resource=resource)
-        results: list[RevokeResult] = await self._each(
-            ids, lambda i: self.revoke_grant(i, RevokeCause.REVOKED, actor=actor, reason=reason)
-        )
+        results = await self._in_chunks(ids, RevokeCause.REVOKED, actor=actor, reason=reason)
         log.warning(
             "kill switch",
             actor=actor,
@@ -285,6 +392,22 @@ class GrantHandlers:
         )
         return results
 
+    async def _in_chunks(
+        self, ids: list[uuid.UUID], cause: RevokeCause, *, actor: str | None = None, reason: str | None = None
+    ) -> list[RevokeResult]:
+        """Revoke many grants in batches of BATCH_SIZE, a few batches at once."""
+        chunks = [ids[i : i + BATCH_SIZE] for i in range(0, len(ids), BATCH_SIZE)]
+        gate = asyncio.Semaphore(max(1, self._t.concurrency // 4))
+
+        async def one(chunk: list[uuid.UUID]) -> dict[uuid.UUID, RevokeResult]:
+            async with gate:
+                return await self.revoke_many(chunk, cause, actor=actor, reason=reason)
+
+        merged: dict[uuid.UUID, RevokeResult] = {}
+        for part in await asyncio.gather(*(one(c) for c in chunks)):
+            merged.update(part)
+        return [merged[i] for i in ids]
+
     # -- the retrier: safety net for lost messages, failed revocations, pending provisioning ----
 
     async def retry_due(self) -> tuple[int, int]:
@@ -293,9 +416,7 @@ class GrantHandlers:
             provisioning = await repository.due_provisioning(conn)
             revocations = await repository.due_revocations(conn, self._t.sweep_grace_seconds)
         await self._each(provisioning, self.provision)
-        results: list[RevokeResult] = await self._each(
-            revocations, lambda i: self.revoke_grant(i, RevokeCause.SWEPT)
-        )
+        results = await self._in_chunks(revocations, RevokeCause.SWEPT)
         swept = sum(r.revoked for r in results)
         if swept:
             log.warning("revoked overdue grants", count=swept)
@@ -335,30 +456,22 @@ class GrantHandlers:
 
     async def _reconcile(self, grant_id: uuid.UUID, kind: DriftKind) -> int:
         expected = GrantState.ACTIVE if kind is DriftKind.MISSING else GrantState.REVOKED
-        async with self._pool().acquire() as conn, conn.transaction():
+        # The common case, target as expected, costs one read of the grant and one verify,
+        # with no lock held: a pass over thousands of grants must not slow revocations down.
+        async with self._pool().acquire() as conn:
             grant = await repository.get(conn, grant_id)
-            if grant is None or grant.state is not expected:
-                return 0
+        if grant is None or not self._worth_checking(grant, expected) or not await self._drifted(grant, kind):
+            return 0
+        async with self._pool().acquire() as conn, conn.transaction():
             await repository.lock_access(conn, grant.access_key)
-            grant = await repository.get(conn, grant_id, for_update=True)
-            if grant is None or grant.state is not expected:
+            locked = await repository.get(conn, grant_id, for_update=True)
+            if locked is None or not self._worth_checking(locked, expected):
                 return 0
-            if kind is DriftKind.UNEXPECTED and await repository.other_active(conn, grant):
+            if kind is DriftKind.UNEXPECTED and await repository.other_active(conn, locked):
                 return 0  # a new grant of the same access started meanwhile
-            if (
-                kind is DriftKind.MISSING
-                and grant.expires_at is not None
-                and grant.expires_at <= self._clock()
-            ):
-                return 0  # about to be revoked anyway
-            try:
-                provider, target, access = self._provider(grant)
-                present = await provider.verify(target, access)
-            except ProviderError as exc:
-                log.warning("drift check failed; next round", grant_id=str(grant_id), error=str(exc))
-                return 0
-            if present == (kind is DriftKind.MISSING):
-                return 0
+            if not await self._drifted(locked, kind):
+                return 0  # changed while we looked
+            provider, target, access = self._provider(locked)
             error = None
             try:
                 if kind is DriftKind.MISSING:
@@ -368,10 +481,29 @@ class GrantHandlers:
                 repaired = await provider.verify(target, access) == (kind is DriftKind.MISSING)
             except ProviderError as exc:
                 repaired, error = False, str(exc)
-            await outbox.add(conn, SCHEMA, grant.drift(kind, repaired, error))
+            await outbox.add(conn, SCHEMA, locked.drift(kind, repaired, error))
         self.metrics.drift.labels(kind.value).inc()
         log.warning("drift detected", grant_id=str(grant_id), kind=kind.value, repaired=repaired, error=error)
         return 1
+
+    def _worth_checking(self, grant: Grant, expected: GrantState) -> bool:
+        if grant.state is not expected:
+            return False
+        # An active grant about to end is left to its revocation.
+        return not (
+            expected is GrantState.ACTIVE
+            and grant.expires_at is not None
+            and grant.expires_at <= self._clock() + timedelta(seconds=30)
+        )
+
+    async def _drifted(self, grant: Grant, kind: DriftKind) -> bool:
+        try:
+            provider, target, access = self._provider(grant)
+            present = await provider.verify(target, access)
+        except ProviderError as exc:
+            log.warning("drift check failed; next round", grant_id=str(grant.id), error=str(exc))
+            return False
+        return present != (kind is DriftKind.MISSING)
 
     async def run_reconciler(self, interval_seconds: float, lookback_seconds: float) -> None:
         while True:

@@ -45,7 +45,58 @@ async def lock_access(conn: asyncpg.Connection, access_key: str) -> None:
     Without it, two overlapping grants ending at once could each see the other still active,
     and neither would remove the access.
     """
+    # The same key as lock_active_with_overlap computes in SQL: resource, subject, role joined by \x1f.
     await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _ACCESS_LOCK_CLASS, access_key)
+
+
+async def lock_active_with_overlap(
+    conn: asyncpg.Connection, grant_ids: list[uuid.UUID]
+) -> list[tuple[Grant, bool]]:
+    """Lock the accesses (advisory, the same key as `lock_access`) of the active grants among
+    `grant_ids`, then their rows; return each with whether another active grant outside the
+    batch's own holds the same access. Two statements for any number of grants: the revocation
+    hot path. Keys are locked in order, so concurrent batches cannot deadlock."""
+    await conn.fetchval(
+        "SELECT count(pg_advisory_xact_lock($1, k)) FROM (SELECT DISTINCT"
+        ' hashtext(resource || chr(31) || subject || chr(31) || role) AS k FROM "grant".grants'
+        " WHERE id = ANY($2::uuid[]) AND state = 'active' ORDER BY k) keys",
+        _ACCESS_LOCK_CLASS,
+        grant_ids,
+    )
+    rows = await conn.fetch(
+        'SELECT g.*, EXISTS (SELECT 1 FROM "grant".grants o WHERE o.resource = g.resource'
+        " AND o.subject = g.subject AND o.role = g.role AND o.state = 'active'"
+        " AND NOT (o.id = ANY($1::uuid[]))) AS others"
+        " FROM \"grant\".grants g WHERE g.id = ANY($1::uuid[]) AND g.state = 'active'"
+        " ORDER BY g.id FOR UPDATE OF g",
+        grant_ids,
+    )
+    return [(_from_row(row), bool(row["others"])) for row in rows]
+
+
+async def save_revocations(conn: asyncpg.Connection, grants: list[Grant]) -> None:
+    """Write back what revocations or failed attempts change (not whole rows), pipelined."""
+    await conn.executemany(
+        'UPDATE "grant".grants SET state = $2, revoked_at = $3, lateness_ms = $4, revoke_cause = $5,'
+        " access_retained = $6, revoked_by = $7, revoke_reason = $8, revoke_attempts = $9,"
+        " next_attempt_at = $10, last_error = $11, updated_at = now() WHERE id = $1",
+        [
+            (
+                g.id,
+                g.state.value,
+                g.revoked_at,
+                g.lateness_ms,
+                g.revoke_cause,
+                g.access_retained,
+                g.revoked_by,
+                g.revoke_reason,
+                g.revoke_attempts,
+                g.next_attempt_at,
+                g.last_error,
+            )
+            for g in grants
+        ],
+    )
 
 
 async def get(conn: asyncpg.Connection, grant_id: uuid.UUID, *, for_update: bool = False) -> Grant | None:

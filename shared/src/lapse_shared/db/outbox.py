@@ -43,6 +43,20 @@ async def add(
     )
 
 
+async def add_many(
+    conn: asyncpg.Connection, schema: str, events: list[Event], *, exchange: str = EVENTS
+) -> None:
+    """Queue several events at once (one pipelined round trip); inside the changing transaction."""
+    if not events:
+        return
+    await conn.executemany(
+        f'INSERT INTO "{schema}".outbox'
+        " (message_id, exchange, routing_key, message_type, correlation_id, body, due_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, NULL)",
+        [(e.id, exchange, e.type, e.type, str(e.correlation_id), e.model_dump_json()) for e in events],
+    )
+
+
 class OutboxRelay:
     """Publishes unsent outbox rows in id order and marks them sent once the broker confirmed.
 

@@ -68,6 +68,26 @@ class Provider(Protocol):
     async def close(self) -> None: ...
 
 
+async def revoke_all(provider: Provider, target: dict[str, Any], accesses: list[Access]) -> set[uuid.UUID]:
+    """Revoke every access on one target, then return the grant ids whose access is still present.
+
+    Uses the provider's `revoke_many` / `present_among` when it has them (one round trip for a
+    whole batch), one call per access otherwise.
+    """
+    revoke_many = getattr(provider, "revoke_many", None)
+    present_among = getattr(provider, "present_among", None)
+    if revoke_many is not None and present_among is not None:
+        await revoke_many(target, accesses)
+        present: set[uuid.UUID] = await present_among(target, accesses)
+        return present
+    still = set()
+    for access in accesses:
+        await provider.revoke(target, access)
+        if await provider.verify(target, access):
+            still.add(access.grant_id)
+    return still
+
+
 def parse_settings(model: type[T], kind: str, target: dict[str, Any]) -> T:
     """A provider's settings, or a permanent ProviderError that says what is wrong (no values)."""
     try:

@@ -6,12 +6,13 @@ membership, and a REVOKE by a different grantor would leave it in place.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lapse_grant.providers import Access, Provisioned, parse_settings
-from lapse_grant.providers.postgres_target import TargetPools
+from lapse_grant.providers.postgres_target import TargetPools, quote_ident
 
 
 class PostgresRoleTarget(BaseModel):
@@ -75,6 +76,31 @@ class PostgresRoleProvider:
                 self._member(target, access.subject),
             )
         )
+
+    async def revoke_many(self, target: dict[str, Any], accesses: list[Access]) -> None:
+        """All revocations of a batch in one round trip (a simple-query script)."""
+        settings = self._settings(target)
+        members = [settings.member_format.format(subject=a.subject) for a in accesses]
+        script = ";".join(
+            f"REVOKE {quote_ident(a.role)} FROM {quote_ident(m)}"
+            for a, m in zip(accesses, members, strict=True)
+        )
+        await self._pools.execute_script(settings.dsn, script)
+
+    async def present_among(self, target: dict[str, Any], accesses: list[Access]) -> set[uuid.UUID]:
+        """The grant ids of `accesses` whose membership is present, in one query."""
+        settings = self._settings(target)
+        members = [settings.member_format.format(subject=a.subject) for a in accesses]
+        rows = await self._pools.fetch(
+            settings.dsn,
+            "SELECT r.rolname AS role, u.rolname AS member FROM pg_auth_members m"
+            " JOIN pg_roles r ON r.oid = m.roleid JOIN pg_roles u ON u.oid = m.member"
+            " WHERE (r.rolname, u.rolname) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+            [a.role for a in accesses],
+            members,
+        )
+        held = {(row["role"], row["member"]) for row in rows}
+        return {a.grant_id for a, m in zip(accesses, members, strict=True) if (a.role, m) in held}
 
     async def close(self) -> None:
         await self._pools.close()
