@@ -152,6 +152,11 @@ async def next_attempt(conn: asyncpg.Connection) -> datetime | None:
     return value
 
 
+async def grants_by_id(conn: asyncpg.Connection, grant_ids: list[uuid.UUID]) -> list[Grant]:
+    rows = await conn.fetch('SELECT * FROM "grant".grants WHERE id = ANY($1::uuid[]) ORDER BY id', grant_ids)
+    return [_from_row(r) for r in rows]
+
+
 async def active_ids(
     conn: asyncpg.Connection, *, subject: str | None = None, resource: str | None = None
 ) -> list[uuid.UUID]:

@@ -75,17 +75,25 @@ async def revoke_all(provider: Provider, target: dict[str, Any], accesses: list[
     whole batch), one call per access otherwise.
     """
     revoke_many = getattr(provider, "revoke_many", None)
-    present_among = getattr(provider, "present_among", None)
-    if revoke_many is not None and present_among is not None:
+    if revoke_many is not None and getattr(provider, "present_among", None) is not None:
         await revoke_many(target, accesses)
-        present: set[uuid.UUID] = await present_among(target, accesses)
-        return present
+        return await present_among(provider, target, accesses)
     still = set()
     for access in accesses:
         await provider.revoke(target, access)
         if await provider.verify(target, access):
             still.add(access.grant_id)
     return still
+
+
+async def present_among(provider: Provider, target: dict[str, Any], accesses: list[Access]) -> set[uuid.UUID]:
+    """The grant ids whose access is present: one query with the provider's `present_among`,
+    one `verify` per access otherwise."""
+    batch = getattr(provider, "present_among", None)
+    if batch is not None:
+        present: set[uuid.UUID] = await batch(target, accesses)
+        return present
+    return {a.grant_id for a in accesses if await provider.verify(target, a)}
 
 
 def parse_settings(model: type[T], kind: str, target: dict[str, Any]) -> T:
