@@ -49,6 +49,9 @@ class Batcher:
         self._pending: dict[uuid.UUID, asyncio.Future[RevokeResult]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # A few batches at once: more would only queue on the connection pool, and waiting ones
+        # fill up, which is cheaper per grant.
+        self._gate = asyncio.Semaphore(4)
 
     async def revoke(self, grant_id: uuid.UUID) -> RevokeResult:
         future = self._pending.get(grant_id)
@@ -73,7 +76,8 @@ class Batcher:
 
     async def _complete(self, batch: dict[uuid.UUID, asyncio.Future[RevokeResult]]) -> None:
         try:
-            results = await self._run(list(batch))
+            async with self._gate:
+                results = await self._run(list(batch))
         except Exception as exc:  # noqa: BLE001 - every waiter gets the error, the message is retried
             for future in batch.values():
                 if not future.done():
@@ -278,7 +282,10 @@ class GrantHandlers:
         """
         results = {i: RevokeResult(i, False, "not active") for i in grant_ids}
         async with self._pool().acquire() as conn, conn.transaction():
-            locked = await repository.lock_active_with_overlap(conn, grant_ids)
+            # The retrier never waits behind a revocation already under way; everyone else does.
+            locked = await repository.lock_active_with_overlap(
+                conn, grant_ids, skip_locked=cause is RevokeCause.SWEPT
+            )
             now = self._clock()
             due = [
                 (g, others)

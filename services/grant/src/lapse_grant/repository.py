@@ -50,25 +50,42 @@ async def lock_access(conn: asyncpg.Connection, access_key: str) -> None:
 
 
 async def lock_active_with_overlap(
-    conn: asyncpg.Connection, grant_ids: list[uuid.UUID]
+    conn: asyncpg.Connection, grant_ids: list[uuid.UUID], *, skip_locked: bool = False
 ) -> list[tuple[Grant, bool]]:
     """Lock the accesses (advisory, the same key as `lock_access`) of the active grants among
     `grant_ids`, then their rows; return each with whether another active grant outside the
     batch's own holds the same access. Two statements for any number of grants: the revocation
-    hot path. Keys are locked in order, so concurrent batches cannot deadlock."""
-    await conn.fetchval(
-        "SELECT count(pg_advisory_xact_lock($1, k)) FROM (SELECT DISTINCT"
-        ' hashtext(resource || chr(31) || subject || chr(31) || role) AS k FROM "grant".grants'
-        " WHERE id = ANY($2::uuid[]) AND state = 'active' ORDER BY k) keys",
-        _ACCESS_LOCK_CLASS,
-        grant_ids,
-    )
+    hot path. Keys are locked in order, so concurrent batches cannot deadlock.
+
+    With `skip_locked` (the retrier), grants whose access or row another transaction holds are
+    left out instead of waited for: they are being revoked already, and waiting behind them
+    would only make a convoy of the two.
+    """
+    key = "hashtext(resource || chr(31) || subject || chr(31) || role)"
+    if skip_locked:
+        grant_ids = list(
+            await conn.fetchval(
+                f"SELECT coalesce(array_agg(id), '{{}}') FROM \"grant\".grants WHERE id = ANY($2::uuid[])"
+                f" AND state = 'active' AND pg_try_advisory_xact_lock($1, {key})",
+                _ACCESS_LOCK_CLASS,
+                grant_ids,
+            )
+        )
+    else:
+        await conn.fetchval(
+            f"SELECT count(pg_advisory_xact_lock($1, k)) FROM (SELECT DISTINCT {key} AS k"
+            " FROM \"grant\".grants WHERE id = ANY($2::uuid[]) AND state = 'active' ORDER BY k) keys",
+            _ACCESS_LOCK_CLASS,
+            grant_ids,
+        )
+    if not grant_ids:
+        return []
     rows = await conn.fetch(
         'SELECT g.*, EXISTS (SELECT 1 FROM "grant".grants o WHERE o.resource = g.resource'
         " AND o.subject = g.subject AND o.role = g.role AND o.state = 'active'"
         " AND NOT (o.id = ANY($1::uuid[]))) AS others"
         " FROM \"grant\".grants g WHERE g.id = ANY($1::uuid[]) AND g.state = 'active'"
-        " ORDER BY g.id FOR UPDATE OF g",
+        " ORDER BY g.id FOR UPDATE OF g" + (" SKIP LOCKED" if skip_locked else ""),
         grant_ids,
     )
     return [(_from_row(row), bool(row["others"])) for row in rows]
