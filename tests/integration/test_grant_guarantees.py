@@ -262,3 +262,14 @@ async def test_expiries_falling_due_together_are_revoked_as_one_batch(env: Env) 
         'SELECT DISTINCT revoked_at FROM "grant".grants WHERE id = ANY($1::uuid[])', grants
     )
     assert len(rows) == 1, "the two expiries were not revoked in one batch"
+
+
+async def test_a_batch_does_not_remove_access_held_by_a_grant_of_it_not_yet_due(env: Env) -> None:
+    due = await env.approve(seconds=1)
+    later = await env.approve(seconds=3600)
+    await asyncio.sleep(1.05)
+    results = await env.handlers.revoke_many([due, later], RevokeCause.EXPIRED)
+    assert results[due].revoked
+    assert not results[later].revoked
+    assert (await env.state(due))["access_retained"] is True
+    assert await env.target.has_membership("alice"), "the later grant's access was removed"

@@ -287,16 +287,18 @@ class GrantHandlers:
                 conn, grant_ids, skip_locked=cause is RevokeCause.SWEPT
             )
             now = self._clock()
-            due = [
-                (g, others)
-                for g, others in locked
-                # A stale expiry for a later expiry time leaves the grant alone.
-                if not (
+
+            # A stale expiry for a later expiry time leaves its grant alone, and so active: it then
+            # holds its access for any grant of the batch that shares it.
+            def not_due(g: Grant) -> bool:
+                return (
                     cause is RevokeCause.EXPIRED
                     and g.expires_at is not None
                     and (g.expires_at - now).total_seconds() > self._t.expire_hold_seconds
                 )
-            ]
+
+            staying = {g.access_key for g, _ in locked if not_due(g)}
+            due = [(g, others or g.access_key in staying) for g, others in locked if not not_due(g)]
             errors = await self._revoke_in_targets(due)
             now = self._clock()
             events: list[Event] = []
