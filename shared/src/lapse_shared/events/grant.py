@@ -55,6 +55,7 @@ class RevokeCause(StrEnum):
     EXPIRED = "expired"
     SWEPT = "swept"
     REVOKED = "revoked"
+    RELEASED = "released"
 
 
 class GrantRevokedData(Contract):
@@ -68,15 +69,16 @@ class GrantRevokedData(Contract):
     lateness_ms: int = Field(description="revoked_at - expires_at in milliseconds.")
     cause: RevokeCause = Field(
         description="`expired`: the delayed expiry message; `swept`: the safety-net sweeper or a"
-        " retry after a failed attempt; `revoked`: ended early by an administrator (kill switch)."
+        " retry after a failed attempt; `revoked`: ended early by an administrator (kill switch);"
+        " `released`: ended early by the requester."
     )
     access_retained: bool = Field(
         False,
         description="True when another active grant of the same access keeps it in the target:"
         " this grant ended, the access stays until the last one ends.",
     )
-    revoked_by: str | None = Field(None, description="For `revoked`: who ended it.")
-    revoke_reason: str | None = Field(None, description="For `revoked`: why.")
+    revoked_by: str | None = Field(None, description="For `revoked` and `released`: who ended it.")
+    revoke_reason: str | None = Field(None, description="For `revoked` and `released`: why.")
 
 
 class GrantRevoked(Event):
@@ -152,6 +154,10 @@ class GrantRevokeData(Contract):
     resource: str | None = Field(None, description="Every active grant on this resource.")
     reason: str = Field(min_length=1, description="Why; recorded on each grant.revoked.")
     actor: str = Field(min_length=1, description="Who asked for it.")
+    cause: Literal[RevokeCause.REVOKED, RevokeCause.RELEASED] = Field(
+        RevokeCause.REVOKED,
+        description="`revoked` (kill switch, an administrator) or `released` (the requester ended it early).",
+    )
 
 
 class GrantRevoke(Event):

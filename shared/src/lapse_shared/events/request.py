@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from enum import StrEnum
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from lapse_shared.events.envelope import Contract, Event
 
@@ -33,6 +34,14 @@ class RequestSubmittedData(Contract):
     ticket: str | None = Field(None, description="Change or incident ticket reference, e.g. `INC-1234`.")
     start_at: datetime | None = Field(None, description="Scheduled start; none means at approval.")
     break_glass: bool = Field(False, description="The requester invokes emergency (break-glass) access.")
+    extends_grant_id: uuid.UUID | None = Field(
+        None, description="An extension: the active grant whose window this request would lengthen."
+    )
+    submitted_by: str | None = Field(
+        None,
+        description="The service principal (AMQP `user_id`) that submitted a `request.submit` command,"
+        " when it is not the requester itself; none for requests made over HTTP.",
+    )
 
 
 class RequestSubmitted(Event):
@@ -48,12 +57,25 @@ class RequestApprovedData(Contract):
     requester: str = Field(description="Subject that receives the access.")
     resource: str
     role: str
-    duration_seconds: int = Field(gt=0, description="Effective window, counted from activation.")
+    duration_seconds: int = Field(
+        gt=0, description="Effective window, counted from `start_at` when given, else from `approved_at`."
+    )
     approved_at: datetime
     rule: str | None = Field(description="Policy rule that approved it.")
     policy_version: str
     break_glass: bool = Field(
         False, description="Emergency access approved at once; an after-the-fact review is due."
+    )
+    start_at: datetime | None = Field(
+        None, description="Scheduled start: provision then, not at once. None: provision now."
+    )
+    extends_grant_id: uuid.UUID | None = Field(
+        None,
+        description="An approved extension: lengthen this active grant to `approved_at + duration`"
+        " instead of provisioning a new one.",
+    )
+    approvers: list[str] = Field(
+        default_factory=list, description="Who approved it, in order; empty when the policy approved at once."
     )
 
 
@@ -81,3 +103,153 @@ class RequestDenied(Event):
     TYPE: ClassVar[str] = "request.denied"
     type: Literal["request.denied"] = "request.denied"
     data: RequestDeniedData
+
+
+class ReviewVerdict(StrEnum):
+    APPROVE = "approve"
+    DENY = "deny"
+
+
+class RequestAwaitingReviewData(Contract):
+    request_id: uuid.UUID
+    requester: str
+    resource: str
+    role: str
+    duration_seconds: int
+    reason: str
+    ticket: str | None = None
+    stage: int = Field(ge=0, description="Index of the stage now collecting approvals (0 = first).")
+    stage_name: str | None = Field(None, description="The stage's name, e.g. `team lead`.")
+    approvals_needed: int = Field(ge=1, description="Distinct approvals still needed in this stage.")
+    approver_groups: list[str] = Field(description="Who may approve in this stage (after exclusions).")
+    pending_until: datetime = Field(
+        description="The request lapses (`request.expired`) if not decided by then."
+    )
+
+
+class RequestAwaitingReview(Event):
+    """A review stage started: its approvers are asked (the notifier tells them)."""
+
+    TYPE: ClassVar[str] = "request.awaiting_review"
+    type: Literal["request.awaiting_review"] = "request.awaiting_review"
+    data: RequestAwaitingReviewData
+
+
+class RequestReviewedData(Contract):
+    request_id: uuid.UUID
+    requester: str
+    reviewer: str = Field(description="Who reviewed.")
+    verdict: ReviewVerdict
+    comment: str
+    stage: int = Field(ge=0, description="Stage the review counted towards.")
+    stage_name: str | None = None
+    approvals_in_stage: int = Field(ge=0, description="Distinct approvals in this stage, this one included.")
+    approvals_needed: int = Field(ge=1, description="Approvals this stage needs.")
+    reviewed_at: datetime
+
+
+class RequestReviewed(Event):
+    """An eligible approver approved or denied; the request may now be approved, denied, or wait on."""
+
+    TYPE: ClassVar[str] = "request.reviewed"
+    type: Literal["request.reviewed"] = "request.reviewed"
+    data: RequestReviewedData
+
+
+class RequestCancelledData(Contract):
+    request_id: uuid.UUID
+    requester: str
+    resource: str
+    role: str
+    cancelled_by: str
+    cancelled_at: datetime
+
+
+class RequestCancelled(Event):
+    """The requester withdrew a pending request."""
+
+    TYPE: ClassVar[str] = "request.cancelled"
+    type: Literal["request.cancelled"] = "request.cancelled"
+    data: RequestCancelledData
+
+
+class RequestExpiredData(Contract):
+    request_id: uuid.UUID
+    requester: str
+    resource: str
+    role: str
+    pending_since: datetime
+    expired_at: datetime
+
+
+class RequestExpired(Event):
+    """A pending request was not decided in time and lapsed."""
+
+    TYPE: ClassVar[str] = "request.expired"
+    type: Literal["request.expired"] = "request.expired"
+    data: RequestExpiredData
+
+
+class RequestExpireData(Contract):
+    request_id: uuid.UUID
+    pending_until: datetime
+
+
+class RequestExpire(Event):
+    """Command, delivered late through the delay cascade: expire this request if still pending."""
+
+    TYPE: ClassVar[str] = "request.expire"
+    type: Literal["request.expire"] = "request.expire"
+    data: RequestExpireData
+
+
+class RequestSubmitData(Contract):
+    """What another system asks for; who asks is the message's AMQP `user_id`, not a field."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    resource: str = Field(min_length=1, max_length=200, examples=["orders-db"])
+    role: str = Field(min_length=1, max_length=200, examples=["app_readonly"])
+    duration_seconds: int = Field(gt=0, description="Requested window.", examples=[1800])
+    reason: str = Field(min_length=1, max_length=2000)
+    on_behalf_of: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="The person (or principal) who receives the access; none: the publishing principal."
+        " The policy decides whether the principal may ask for them (`request.submitted_by`).",
+    )
+    groups: list[str] = Field(
+        default_factory=list, description="Groups of `on_behalf_of` as the publishing system knows them."
+    )
+    ticket: str | None = Field(None, max_length=200)
+    start_at: datetime | None = Field(None, description="Scheduled start; none: at approval.")
+
+
+class RequestSubmit(Event):
+    """Command on `lapse.commands`: another system asks for an access.
+
+    Publish with the AMQP `user_id` property set to the connection's user (RabbitMQ checks it);
+    that user is the principal. The request's id is the command's `id`; `subject` and
+    `correlation_id` may be any id the publisher wants echoed (use the command id).
+    """
+
+    TYPE: ClassVar[str] = "request.submit"
+    type: Literal["request.submit"] = "request.submit"
+    data: RequestSubmitData
+
+
+class RequestRejectedData(Contract):
+    command_id: uuid.UUID | None = Field(description="The rejected command's `id`, when it could be read.")
+    principal: str | None = Field(description="The AMQP `user_id` of the publisher, when it had one.")
+    reason: str = Field(description="What was wrong, in words a developer can act on.")
+    errors: list[str] = Field(default_factory=list, description="Each field error, `path: message`.")
+    rejected_at: datetime
+
+
+class RequestRejected(Event):
+    """A `request.submit` command was malformed or not allowed; the message is dead-lettered."""
+
+    TYPE: ClassVar[str] = "request.rejected"
+    type: Literal["request.rejected"] = "request.rejected"
+    data: RequestRejectedData
