@@ -18,6 +18,7 @@ from lapse_shared.events import (
     PolicyDecided,
     PolicyDecidedData,
     RequestApproved,
+    RequestAwaitingReview,
     RequestDenied,
     RequestSubmitted,
     RevokeCause,
@@ -243,14 +244,18 @@ def test_deny_decision_denies_with_the_reasons(catalogue: Catalogue) -> None:
     assert event.causation_id == cause.id
 
 
-def test_review_decision_keeps_the_request_pending_without_an_event(catalogue: Catalogue) -> None:
+def test_review_decision_keeps_the_request_pending_and_asks_the_approvers(catalogue: Catalogue) -> None:
     request = _submit(catalogue)
     data, cause = _decision(
         request, Outcome.REVIEW, seconds=3600, approvals=2, approver_groups=["sre"], rule="prod-write"
     )
     domain.apply_decision(request, data, cause, T1)
     assert request.state is State.PENDING
-    assert len(request.events) == 1
+    assert [e.type for e in request.events] == ["request.submitted", "request.awaiting_review"]
+    asked = request.events[1]
+    assert isinstance(asked, RequestAwaitingReview)
+    assert (asked.data.stage, asked.data.approvals_needed, asked.data.approver_groups) == (0, 2, ["sre"])
+    assert asked.data.pending_until == T0 + timedelta(hours=24)
     assert request.decision is not None
     assert request.decision["outcome"] == "review"
     assert request.decision["approvals_required"] == 2

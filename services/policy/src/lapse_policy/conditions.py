@@ -19,7 +19,19 @@ import cel
 
 # The documented variables and their fields; anything else is refused at load.
 VARIABLES: dict[str, frozenset[str]] = {
-    "request": frozenset({"resource", "role", "duration", "reason", "ticket", "start", "break_glass"}),
+    "request": frozenset(
+        {
+            "resource",
+            "role",
+            "duration",
+            "reason",
+            "ticket",
+            "start",
+            "break_glass",
+            "submitted_by",
+            "extension",
+        }
+    ),
     "requester": frozenset({"subject", "groups", "attributes", "kind"}),
     "resource": frozenset({"name", "provider", "labels"}),
     "now": frozenset(),
@@ -51,6 +63,10 @@ class Facts:
     provider: str
     labels: dict[str, str]
     now: datetime
+    # The service principal that submitted a request.submit command ("" for HTTP requests).
+    submitted_by: str = ""
+    # The request asks to lengthen an active grant.
+    extension: bool = False
 
     def variables(self, tz: str | None) -> dict[str, Any]:
         return {
@@ -62,6 +78,8 @@ class Facts:
                 "ticket": self.ticket,
                 "start": self.start,
                 "break_glass": self.break_glass,
+                "submitted_by": self.submitted_by,
+                "extension": self.extension,
             },
             "requester": {
                 "subject": self.subject,

@@ -57,6 +57,8 @@ class Ask:
     break_glass: bool = False
     kind: str = "user"
     attributes: tuple[tuple[str, str], ...] = ()
+    submitted_by: str | None = None
+    extension: bool = False
 
     @classmethod
     def of(cls, request: RequestSubmittedData) -> Ask:
@@ -72,6 +74,8 @@ class Ask:
             break_glass=request.break_glass,
             kind=request.requester.kind,
             attributes=tuple(sorted(request.requester.attributes.items())),
+            submitted_by=request.submitted_by,
+            extension=request.extends_grant_id is not None,
         )
 
 
@@ -266,6 +270,8 @@ class Policy:
             provider=resource.provider,
             labels=dict(resource.labels),
             now=now,
+            submitted_by=ask.submitted_by or "",
+            extension=ask.extension,
         )
         variables: dict[str | None, object] = {}
         found: list[tuple[CompiledRule, RuleMatch]] = []

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 
 from lapse_request import api, consumers
 from lapse_request.config import RequestSettings
-from lapse_request.handlers import RequestHandlers
+from lapse_request.handlers import RequestHandlers, WorkflowRules
 from lapse_request.repository import SCHEMA
 from lapse_shared.catalogue import CatalogueSource
 from lapse_shared.http.identity import StaticTokenAuthenticator
@@ -19,22 +19,45 @@ from lapse_shared.service import ServiceHost, create_app, serve
 NAME = "request"
 
 
+class RequestHost(ServiceHost):
+    """The service host plus the sweeper that expires overdue pending requests."""
+
+    def __init__(self, settings: RequestSettings) -> None:
+        broker = build_broker(settings.amqp_url, settings.prefetch, NAME)
+        super().__init__(
+            NAME,
+            settings,
+            broker,
+            schema=SCHEMA,
+            migrations="lapse_request.migrations",
+            queues=consumers.QUEUES,
+        )
+        self.request_settings = settings
+        catalogue = CatalogueSource(settings.policy_dir)
+        catalogue.current(time.monotonic())
+        rules = WorkflowRules(
+            pending_ttl=settings.pending_ttl,
+            max_schedule_ahead=settings.max_schedule_ahead,
+            submit_principals=frozenset(settings.submit_principals),
+        )
+        self.handlers = RequestHandlers(lambda: self.pool, catalogue, rules=rules)
+        consumers.register(broker, self.handlers, settings.delivery_limit)
+
+    async def start(self) -> None:
+        await super().start()
+        self.spawn(lambda: self.handlers.run_sweeper(self.request_settings.sweep_interval_seconds))
+
+
 def build(settings: RequestSettings) -> FastAPI:
-    broker = build_broker(settings.amqp_url, settings.prefetch, NAME)
-    host = ServiceHost(
-        NAME, settings, broker, schema=SCHEMA, migrations="lapse_request.migrations", queues=consumers.QUEUES
-    )
-    catalogue = CatalogueSource(settings.policy_dir)
-    catalogue.current(time.monotonic())
-    handlers = RequestHandlers(lambda: host.pool, catalogue)
-    consumers.register(broker, handlers, settings.delivery_limit)
+    host = RequestHost(settings)
     app = create_app(
         host,
         title="Lapse request API",
-        description="Submit just-in-time access requests and follow them until the access lapses.",
+        description="Submit just-in-time access requests, review them, and follow them until the access"
+        " lapses.",
     )
     app.include_router(api.router)
-    app.state.handlers = handlers
+    app.state.handlers = host.handlers
     app.state.authenticator = StaticTokenAuthenticator.from_file(settings.token_file)
     app.state.reader_groups = set(settings.reader_groups)
     return app

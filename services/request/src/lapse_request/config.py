@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
+from lapse_shared.durations import Duration
 from lapse_shared.settings import ServiceSettings
 
 
@@ -16,3 +18,12 @@ class RequestSettings(ServiceSettings):
     # Groups that may read any request (others see only their own).
     reader_groups: list[str] = ["lapse-admins", "security"]
     http_port: int = 8080
+    # A request still pending (undecided or awaiting reviews) this long after submission expires.
+    pending_ttl: Duration = timedelta(hours=24)
+    # How far ahead a start may be scheduled.
+    max_schedule_ahead: Duration = timedelta(days=30)
+    # The sweeper expires overdue pending requests the delayed command missed.
+    sweep_interval_seconds: float = 30.0
+    # AMQP users (RabbitMQ checks the `user_id` property) whose request.submit commands are
+    # accepted; the policy then decides what each may ask for and on whose behalf.
+    submit_principals: list[str] = []

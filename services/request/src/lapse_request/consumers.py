@@ -5,29 +5,46 @@ from __future__ import annotations
 from typing import Annotated
 
 import structlog
+from faststream.exceptions import RejectMessage
 from faststream.rabbit import RabbitBroker
+from faststream.rabbit.annotations import RabbitMessage
 from pydantic import Field
 
 from lapse_request.handlers import RequestHandlers
 from lapse_shared.events import (
     GrantActivated,
     GrantDriftDetected,
+    GrantExtended,
     GrantFailed,
+    GrantRevoke,
     GrantRevoked,
     GrantRevokeFailing,
     PolicyDecided,
+    RequestApproved,
+    RequestAwaitingReview,
+    RequestCancelled,
+    RequestDenied,
+    RequestExpire,
+    RequestExpired,
+    RequestRejected,
+    RequestReviewed,
+    RequestSubmit,
+    RequestSubmitted,
 )
-from lapse_shared.messaging.consumer import consumer_queue, topic_exchange
-from lapse_shared.messaging.topology import EVENTS
+from lapse_shared.messaging import delay
+from lapse_shared.messaging.consumer import consumer_queue, document_publishers, topic_exchange
+from lapse_shared.messaging.topology import COMMANDS, EVENTS
 
 DECISIONS_QUEUE = "lapse.request.decisions"
 GRANT_STATUS_QUEUE = "lapse.request.grant-status"
-QUEUES = [DECISIONS_QUEUE, GRANT_STATUS_QUEUE]
+EXPIRE_QUEUE = "lapse.request.expire"
+SUBMIT_QUEUE = "lapse.request.submit"
+QUEUES = [DECISIONS_QUEUE, GRANT_STATUS_QUEUE, EXPIRE_QUEUE, SUBMIT_QUEUE]
 
 # Every grant.* event is listed, so none is dead-lettered as malformed; the request follows the
 # first three and leaves operational ones (revoke failing, drift) to the audit trail and alerts.
 GrantStatus = Annotated[
-    GrantActivated | GrantRevoked | GrantFailed | GrantRevokeFailing | GrantDriftDetected,
+    GrantActivated | GrantRevoked | GrantFailed | GrantExtended | GrantRevokeFailing | GrantDriftDetected,
     Field(discriminator="type"),
 ]
 
@@ -57,3 +74,42 @@ def register(broker: RabbitBroker, handlers: RequestHandlers, delivery_limit: in
             return
         with structlog.contextvars.bound_contextvars(correlation_id=str(event.correlation_id)):
             await handlers.on_grant_event(event)
+
+    # Delayed commands leave the cascade with their delay bits in front of the routing key.
+    @broker.subscriber(
+        consumer_queue(EXPIRE_QUEUE, "#.request.expire", delivery_limit),
+        topic_exchange(delay.DELIVER),
+        title="request/request.expire",
+        description="Delayed command: a request still pending at its `pending_until` expires.",
+    )
+    async def on_request_expire(command: RequestExpire) -> None:
+        with structlog.contextvars.bound_contextvars(correlation_id=str(command.correlation_id)):
+            await handlers.on_expire(command)
+
+    # The body is read by the handler, not by FastStream, so that an invalid command is answered
+    # with request.rejected (naming what is wrong) before it is dead-lettered.
+    @broker.subscriber(
+        consumer_queue(SUBMIT_QUEUE, RequestSubmit.TYPE, delivery_limit),
+        topic_exchange(COMMANDS),
+        title="request/request.submit",
+        description=(RequestSubmit.__doc__ or "").strip(),
+    )
+    async def on_request_submit(message: RabbitMessage) -> None:
+        if await handlers.on_submit_command(message.body, message.raw_message.user_id):
+            raise RejectMessage()
+
+    document_publishers(
+        broker,
+        [
+            RequestSubmitted,
+            RequestAwaitingReview,
+            RequestReviewed,
+            RequestApproved,
+            RequestDenied,
+            RequestCancelled,
+            RequestExpired,
+            RequestRejected,
+        ],
+    )
+    # Release: the requester ends their grant early through the grant service's command.
+    document_publishers(broker, [GrantRevoke], exchange=COMMANDS)

@@ -169,3 +169,23 @@ class GrantRevoke(Event):
     TYPE: ClassVar[str] = "grant.revoke"
     type: Literal["grant.revoke"] = "grant.revoke"
     data: GrantRevokeData
+
+
+class GrantExtendedData(Contract):
+    grant_id: uuid.UUID
+    request_id: uuid.UUID = Field(description="The grant's original request.")
+    extension_request_id: uuid.UUID = Field(description="The approved extension request.")
+    subject: str
+    resource: str
+    role: str
+    previous_expires_at: datetime
+    expires_at: datetime = Field(description="The new end of the window.")
+    extended_at: datetime
+
+
+class GrantExtended(Event):
+    """An approved extension lengthened an active grant; its expiry is rescheduled."""
+
+    TYPE: ClassVar[str] = "grant.extended"
+    type: Literal["grant.extended"] = "grant.extended"
+    data: GrantExtendedData
