@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import structlog
 from faststream.exceptions import RejectMessage
+from faststream.message import StreamMessage
 from faststream.rabbit import RabbitBroker
 from faststream.rabbit.annotations import RabbitMessage
 from pydantic import Field
@@ -47,6 +48,11 @@ GrantStatus = Annotated[
     GrantActivated | GrantRevoked | GrantFailed | GrantExtended | GrantRevokeFailing | GrantDriftDetected,
     Field(discriminator="type"),
 ]
+
+
+def _raw_body(message: StreamMessage[Any]) -> bytes:
+    """No decoding by FastStream: a body that is not even JSON must still get its request.rejected."""
+    return message.body
 
 
 def register(broker: RabbitBroker, handlers: RequestHandlers, delivery_limit: int) -> None:
@@ -93,6 +99,7 @@ def register(broker: RabbitBroker, handlers: RequestHandlers, delivery_limit: in
         topic_exchange(COMMANDS),
         title="request/request.submit",
         description=(RequestSubmit.__doc__ or "").strip(),
+        decoder=_raw_body,
     )
     async def on_request_submit(message: RabbitMessage) -> None:
         if await handlers.on_submit_command(message.body, message.raw_message.user_id):
