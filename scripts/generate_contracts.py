@@ -19,6 +19,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from faststream.specification import AsyncAPI
+from pydantic import BaseModel
 
 from lapse_shared.events import EVENT_TYPES
 
@@ -53,6 +54,22 @@ def _write(path: Path, document: Any) -> None:
     path.write_text(json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
+def _document_raw_bodies(document: dict[str, Any], raw: dict[str, type[BaseModel]]) -> None:
+    """Give subscribers that parse their body themselves (FastStream sees no type) their schema."""
+    schemas = document["components"]["schemas"]
+    for message in document["components"]["messages"].values():
+        model = raw.get(message["title"].removesuffix(":SubscribeMessage"))
+        if model is None:
+            continue
+        schema = model.model_json_schema(mode="validation", ref_template="#/components/schemas/{model}")
+        for name, sub in schema.pop("$defs", {}).items():
+            schemas.setdefault(name, sub)
+        schemas[model.__name__] = schema
+        message["payload"] = {"$ref": f"#/components/schemas/{model.__name__}"}
+    if "EmptyPayload" in schemas and '"#/components/schemas/EmptyPayload"' not in json.dumps(document):
+        del schemas["EmptyPayload"]
+
+
 def generate(out: Path) -> list[Path]:
     written: list[Path] = []
     for name, app in _apps().items():
@@ -65,7 +82,9 @@ def generate(out: Path) -> list[Path]:
             description=f"Messages the Lapse {name} service consumes and publishes on RabbitMQ.",
         )
         asyncapi = out / "asyncapi" / f"{name}.json"
-        _write(asyncapi, spec.to_specification().to_jsonable())
+        document = spec.to_specification().to_jsonable()
+        _document_raw_bodies(document, getattr(app.state, "raw_body_schemas", {}))
+        _write(asyncapi, document)
         written += [openapi, asyncapi]
     for event in EVENT_TYPES:
         schema = out / "schemas" / "events" / f"{event.TYPE}.json"

@@ -60,6 +60,7 @@ def build(settings: RequestSettings) -> FastAPI:
     app.state.handlers = host.handlers
     app.state.authenticator = StaticTokenAuthenticator.from_file(settings.token_file)
     app.state.reader_groups = set(settings.reader_groups)
+    app.state.raw_body_schemas = consumers.RAW_BODY_SCHEMAS
     return app
 
 

@@ -41,6 +41,9 @@ GRANT_STATUS_QUEUE = "lapse.request.grant-status"
 EXPIRE_QUEUE = "lapse.request.expire"
 SUBMIT_QUEUE = "lapse.request.submit"
 QUEUES = [DECISIONS_QUEUE, GRANT_STATUS_QUEUE, EXPIRE_QUEUE, SUBMIT_QUEUE]
+SUBMIT_TITLE = "request/request.submit"
+# Subscribers that parse their body themselves, by title: the AsyncAPI generator documents these.
+RAW_BODY_SCHEMAS = {SUBMIT_TITLE: RequestSubmit}
 
 # Every grant.* event is listed, so none is dead-lettered as malformed; the request follows the
 # first three and leaves operational ones (revoke failing, drift) to the audit trail and alerts.
@@ -97,7 +100,7 @@ def register(broker: RabbitBroker, handlers: RequestHandlers, delivery_limit: in
     @broker.subscriber(
         consumer_queue(SUBMIT_QUEUE, RequestSubmit.TYPE, delivery_limit),
         topic_exchange(COMMANDS),
-        title="request/request.submit",
+        title=SUBMIT_TITLE,
         description=(RequestSubmit.__doc__ or "").strip(),
         decoder=_raw_body,
     )
