@@ -54,3 +54,71 @@ def services(
         yield procs
     finally:
         procs.stop_all()
+
+
+# The review workflow: a rule that needs one DBA's approval, and one that lets the broker's
+# `guest` principal submit on anyone's behalf.
+REVIEW_ALICE = "alice-review-token-00000"  # developers: asks
+REVIEW_BOB = "bob-review-token-0000000"  # dba: approves
+REVIEW_DAVE = "dave-review-token-000000"  # developers: may not approve
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def workflow(
+    tmp_path: Path, amqp_url: str, database_url: str, pg_target: PgTarget
+) -> Iterator[ServiceProcesses]:
+    policy_dir = pg_target.write_policy_dir(tmp_path / "policies")
+    (policy_dir / "rules.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "rules": [
+                    {
+                        "name": "developers-read-reviewed",
+                        "groups": ["developers"],
+                        "resources": ["test-db"],
+                        "roles": [pg_target.reader],
+                        "outcome": "review",
+                        "review": {"stages": [{"name": "DBA", "approvals": 1, "groups": ["dba"]}]},
+                    },
+                    {
+                        "name": "deploy-bot-on-behalf-of-developers",
+                        "resources": ["test-db"],
+                        "roles": [pg_target.reader],
+                        "condition": "request.submitted_by == 'guest'",
+                        "outcome": "approve",
+                    },
+                ]
+            }
+        )
+    )
+    token_file = tmp_path / "tokens.yaml"
+    token_file.write_text(
+        yaml.safe_dump(
+            {
+                "tokens": [
+                    {"token": REVIEW_ALICE, "subject": "alice", "groups": ["developers"]},
+                    {"token": REVIEW_BOB, "subject": "bob", "groups": ["dba"]},
+                    {"token": REVIEW_DAVE, "subject": "dave", "groups": ["developers"]},
+                ]
+            }
+        )
+    )
+    procs = ServiceProcesses(
+        env={
+            "LAPSE_AMQP_URL": amqp_url,
+            "LAPSE_DATABASE_URL": database_url,
+            "LAPSE_POLICY_DIR": str(policy_dir),
+            "LAPSE_TOKEN_FILE": str(token_file),
+            "LAPSE_SUBMIT_PRINCIPALS": '["guest"]',
+        },
+        log_dir=tmp_path,
+    )
+    try:
+        procs.start_all()
+        yield procs
+    finally:
+        procs.stop_all()

@@ -5,86 +5,22 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import aio_pika
 import httpx
 import pytest
-import yaml
 
+from tests.e2e.conftest import REVIEW_ALICE as ALICE
+from tests.e2e.conftest import REVIEW_BOB as BOB
+from tests.e2e.conftest import REVIEW_DAVE as DAVE
+from tests.e2e.conftest import auth
 from tests.e2e.test_lifecycle import wait_for
 from tests.processes import ServiceProcesses
 from tests.targets import PgTarget
 
 pytestmark = pytest.mark.e2e
-
-ALICE = "alice-review-token-00000"  # developers: asks
-BOB = "bob-review-token-0000000"  # dba: approves
-DAVE = "dave-review-token-000000"  # developers: may not approve
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-@pytest.fixture
-def workflow(
-    tmp_path: Path, amqp_url: str, database_url: str, pg_target: PgTarget
-) -> Iterator[ServiceProcesses]:
-    policy_dir = pg_target.write_policy_dir(tmp_path / "policies")
-    (policy_dir / "rules.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "rules": [
-                    {
-                        "name": "developers-read-reviewed",
-                        "groups": ["developers"],
-                        "resources": ["test-db"],
-                        "roles": [pg_target.reader],
-                        "outcome": "review",
-                        "review": {"stages": [{"name": "DBA", "approvals": 1, "groups": ["dba"]}]},
-                    },
-                    {
-                        "name": "deploy-bot-on-behalf-of-developers",
-                        "resources": ["test-db"],
-                        "roles": [pg_target.reader],
-                        "condition": "request.submitted_by == 'guest'",
-                        "outcome": "approve",
-                    },
-                ]
-            }
-        )
-    )
-    token_file = tmp_path / "tokens.yaml"
-    token_file.write_text(
-        yaml.safe_dump(
-            {
-                "tokens": [
-                    {"token": ALICE, "subject": "alice", "groups": ["developers"]},
-                    {"token": BOB, "subject": "bob", "groups": ["dba"]},
-                    {"token": DAVE, "subject": "dave", "groups": ["developers"]},
-                ]
-            }
-        )
-    )
-    procs = ServiceProcesses(
-        env={
-            "LAPSE_AMQP_URL": amqp_url,
-            "LAPSE_DATABASE_URL": database_url,
-            "LAPSE_POLICY_DIR": str(policy_dir),
-            "LAPSE_TOKEN_FILE": str(token_file),
-            "LAPSE_SUBMIT_PRINCIPALS": '["guest"]',
-        },
-        log_dir=tmp_path,
-    )
-    try:
-        procs.start_all()
-        yield procs
-    finally:
-        procs.stop_all()
 
 
 async def get(client: httpx.AsyncClient, procs: ServiceProcesses, request_id: str, token: str = ALICE) -> Any:
