@@ -24,7 +24,7 @@ from lapse_request.review import (
 from lapse_shared.durations import Duration
 from lapse_shared.events import Outcome, ReviewVerdict
 from lapse_shared.http.identity import CurrentIdentity, Identity
-from lapse_shared.http.problems import PROBLEM_RESPONSES, FieldError, ProblemError
+from lapse_shared.http.problems import PROBLEM_RESPONSES, FieldError, ProblemError, problem_responses
 
 
 class SubmitRequest(BaseModel):
@@ -296,6 +296,7 @@ def _conflict(exc: Conflict) -> ProblemError:
     "/requests",
     response_model=RequestPage,
     summary="List requests, newest first: yours, those awaiting your review, or (readers) all.",
+    responses=problem_responses(s403="Listing another person's requests needs a reader group."),
 )
 async def list_requests(
     identity: CurrentIdentity,
@@ -352,6 +353,9 @@ async def get_request(request_id: uuid.UUID, identity: CurrentIdentity, request:
     "/requests/{request_id}/reviews",
     response_model=RequestView,
     summary="Approve or deny a request awaiting your review.",
+    responses=problem_responses(
+        s403="You may not review it (the reason says why).", s409="It is not awaiting review."
+    ),
     description="The policy's requirement is enforced: stages in order, distinct approvers from the"
     " stage's groups, exclusions, no self-approval unless the policy allows it. An ineligible"
     " reviewer gets 403 with the reason; a request not awaiting review gets 409.",
@@ -375,6 +379,7 @@ async def review_request(
     "/requests/{request_id}/cancel",
     response_model=RequestView,
     summary="Withdraw your own pending request.",
+    responses=problem_responses(s403="Not your request.", s409="It is no longer pending."),
 )
 async def cancel_request(request_id: uuid.UUID, identity: CurrentIdentity, request: Request) -> RequestView:
     handlers = _handlers(request)
@@ -392,6 +397,7 @@ async def cancel_request(request_id: uuid.UUID, identity: CurrentIdentity, reque
     status_code=202,
     response_model=RequestView,
     summary="End your active access now; the request ends once the grant is revoked.",
+    responses=problem_responses(s403="Not your request.", s409="It is not active."),
 )
 async def release_request(
     request_id: uuid.UUID, identity: CurrentIdentity, request: Request, body: ReleaseBody | None = None
@@ -411,6 +417,7 @@ async def release_request(
     status_code=202,
     response_model=RequestView,
     summary="Ask for more time on your active access: a new request, decided by policy like any other.",
+    responses=problem_responses(s403="Not your request.", s409="It is not active."),
 )
 async def extend_request(
     request_id: uuid.UUID, body: ExtensionBody, identity: CurrentIdentity, request: Request

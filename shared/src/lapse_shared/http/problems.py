@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -62,6 +63,18 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
 """OpenAPI `responses=` entry shared by every authenticated route."""
 
 
+def problem_responses(**by_status: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` entries for further problem statuses: `problem_responses(s403="...")`."""
+    return {
+        int(key.removeprefix("s")): {
+            "model": Problem,
+            "content": {PROBLEM_MEDIA_TYPE: {}},
+            "description": text,
+        }
+        for key, text in by_status.items()
+    }
+
+
 def _respond(request: Request, problem: Problem, headers: dict[str, str] | None = None) -> JSONResponse:
     problem.instance = request.url.path
     return JSONResponse(
@@ -115,6 +128,16 @@ def install_problem_handlers(app: FastAPI) -> None:
         )
         return _respond(request, body, getattr(exc, "headers", None))
 
+    async def on_untranslatable(request: Request, exc: Exception) -> JSONResponse:
+        # PostgreSQL text cannot hold U+0000 (or bytes invalid in UTF-8): the input is at fault.
+        body = Problem(
+            type=PROBLEM_BASE + "invalid-request",
+            title="Invalid request",
+            status=422,
+            detail="Text values must not contain NUL (U+0000) characters.",
+        )
+        return _respond(request, body)
+
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", path=request.url.path)
         body = Problem(
@@ -126,6 +149,8 @@ def install_problem_handlers(app: FastAPI) -> None:
         return _respond(request, body)
 
     app.add_exception_handler(ProblemError, on_problem)
+    app.add_exception_handler(asyncpg.CharacterNotInRepertoireError, on_untranslatable)
+    app.add_exception_handler(asyncpg.UntranslatableCharacterError, on_untranslatable)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(Exception, on_unexpected)
