@@ -133,6 +133,7 @@ async def test_the_audit_trail_is_read_with_an_oidc_token_of_an_auditor(
         oidc_issuer=idp.issuer,
         oidc_audience=AUDIENCE,
         oidc_groups_claim="realm_access.roles",
+        token_file=None,  # `make` exports LAPSE_TOKEN_FILE; this app is OIDC only
         checkpoint_interval_seconds=3600,
     )
     app = build_audit(settings)

@@ -83,25 +83,18 @@ def _parse_jwks(document: Any) -> dict[str | None, _Key]:
     for entry in document["keys"]:
         if not isinstance(entry, dict):
             continue
-        kid, kty, crv, alg = entry.get("kid"), entry.get("kty"), entry.get("crv"), entry.get("alg")
+        kty, crv = entry.get("kty"), entry.get("crv")
+        kid = entry["kid"] if isinstance(entry.get("kid"), str) else None
+        alg = entry["alg"] if isinstance(entry.get("alg"), str) else None
         # Encryption keys and symmetric ("oct") keys are never signature keys for us.
         if entry.get("use", "sig") != "sig" or kty not in {"RSA", "EC", "OKP"}:
             continue
-        rsa = kty == "RSA"
         try:
-            parsed = jwt.PyJWK(
-                entry, algorithm=alg if isinstance(alg, str) and alg in ALGORITHMS else None
-            ).key
+            parsed = jwt.PyJWK(entry, algorithm=alg if alg in ALGORITHMS else None).key
         except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError) as exc:
             log.warning("skipping an unusable key in the JWKS", kid=kid, kty=kty, error=str(exc))
             continue
-        keys[kid if isinstance(kid, str) else None] = _Key(
-            kid if isinstance(kid, str) else None,
-            kty,
-            None if rsa else crv,
-            alg if isinstance(alg, str) else None,
-            parsed,
-        )
+        keys[kid] = _Key(kid, kty, None if kty == "RSA" else crv, alg, parsed)
     return keys
 
 
