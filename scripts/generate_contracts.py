@@ -44,7 +44,7 @@ def _apps() -> dict[str, FastAPI]:
     return {
         "request": build_request(RequestSettings(**common, **tokens)),
         "policy": build_policy(PolicySettings(**common, **tokens)),
-        "grant": build_grant(GrantSettings(**common)),
+        "grant": build_grant(GrantSettings(**common, **tokens)),
         "audit": build_audit(AuditSettings(**broker, **tokens)),
     }
 

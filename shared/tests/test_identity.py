@@ -11,6 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import ValidationError
 
 from lapse_shared.http.identity import (
+    AuthenticationFailed,
     Identity,
     StaticToken,
     StaticTokenAuthenticator,
@@ -51,27 +52,32 @@ def _bearer(token: str, scheme: str = "Bearer") -> HTTPAuthorizationCredentials:
 def test_plain_token_entry_authenticates_its_subject_and_groups(
     authenticator: StaticTokenAuthenticator,
 ) -> None:
-    assert authenticator.authenticate(ALICE_TOKEN) == Identity(
-        subject="alice", groups=frozenset({"dev", "oncall"})
-    )
+    assert authenticator.lookup(ALICE_TOKEN) == Identity(subject="alice", groups=frozenset({"dev", "oncall"}))
 
 
 def test_sha256_token_entry_authenticates_the_token_whose_digest_it_holds(
     authenticator: StaticTokenAuthenticator,
 ) -> None:
-    identity = authenticator.authenticate(BOB_TOKEN)
+    identity = authenticator.lookup(BOB_TOKEN)
     assert identity is not None
     assert identity.subject == "bob"
     assert identity.groups == frozenset({"sre"})
 
 
 def test_the_digest_itself_is_not_a_valid_token(authenticator: StaticTokenAuthenticator) -> None:
-    assert authenticator.authenticate(hashlib.sha256(BOB_TOKEN.encode()).hexdigest()) is None
+    assert authenticator.lookup(hashlib.sha256(BOB_TOKEN.encode()).hexdigest()) is None
 
 
 @pytest.mark.parametrize("token", ["wrong-token-0123456789", "", ALICE_TOKEN + "x", ALICE_TOKEN[:-1]])
-def test_wrong_token_gives_no_identity(authenticator: StaticTokenAuthenticator, token: str) -> None:
-    assert authenticator.authenticate(token) is None
+async def test_wrong_token_gives_no_identity(authenticator: StaticTokenAuthenticator, token: str) -> None:
+    assert authenticator.lookup(token) is None
+    with pytest.raises(AuthenticationFailed) as caught:
+        await authenticator.authenticate(token)
+    assert caught.value.reason == "unknown-token"
+
+
+async def test_static_authenticate_returns_the_identity(authenticator: StaticTokenAuthenticator) -> None:
+    assert (await authenticator.authenticate(ALICE_TOKEN)).subject == "alice"
 
 
 def test_identity_in_any_checks_group_overlap() -> None:
@@ -119,50 +125,49 @@ def test_unknown_key_in_token_file_is_rejected(tmp_path: Path) -> None:
         StaticTokenAuthenticator.from_file(file)
 
 
-def test_authenticate_returns_the_identity_for_a_valid_bearer_token(
+async def test_authenticate_returns_the_identity_for_a_valid_bearer_token(
     authenticator: StaticTokenAuthenticator,
 ) -> None:
-    assert authenticate(authenticator, _bearer(ALICE_TOKEN)).subject == "alice"
+    assert (await authenticate(authenticator, _bearer(ALICE_TOKEN))).subject == "alice"
 
 
-def test_authenticate_accepts_the_scheme_in_any_case(authenticator: StaticTokenAuthenticator) -> None:
-    assert authenticate(authenticator, _bearer(BOB_TOKEN, scheme="bearer")).subject == "bob"
+async def test_authenticate_accepts_the_scheme_in_any_case(authenticator: StaticTokenAuthenticator) -> None:
+    assert (await authenticate(authenticator, _bearer(BOB_TOKEN, scheme="bearer"))).subject == "bob"
 
 
-def test_authenticate_without_credentials_is_a_401_problem(
+async def test_authenticate_without_credentials_is_a_401_problem(
     authenticator: StaticTokenAuthenticator,
 ) -> None:
     with pytest.raises(ProblemError) as caught:
-        authenticate(authenticator, None)
+        await authenticate(authenticator, None)
     assert caught.value.status == 401
     assert caught.value.kind == "unauthorized"
     assert "Authorization: Bearer" in caught.value.detail
     assert caught.value.headers == {"WWW-Authenticate": 'Bearer realm="lapse"'}
 
 
-def test_authenticate_with_empty_credentials_is_a_401_problem(
+async def test_authenticate_with_empty_credentials_is_a_401_problem(
     authenticator: StaticTokenAuthenticator,
 ) -> None:
     with pytest.raises(ProblemError) as caught:
-        authenticate(authenticator, _bearer(""))
+        await authenticate(authenticator, _bearer(""))
     assert caught.value.status == 401
 
 
-def test_authenticate_with_another_scheme_is_a_401_problem(
+async def test_authenticate_with_another_scheme_is_a_401_problem(
     authenticator: StaticTokenAuthenticator,
 ) -> None:
     with pytest.raises(ProblemError) as caught:
-        authenticate(authenticator, _bearer(ALICE_TOKEN, scheme="Basic"))
+        await authenticate(authenticator, _bearer(ALICE_TOKEN, scheme="Basic"))
     assert caught.value.status == 401
     assert "Bearer" in caught.value.detail
 
 
-def test_authenticate_with_an_unknown_token_is_a_401_problem(
+async def test_authenticate_with_an_unknown_token_is_a_401_problem(
     authenticator: StaticTokenAuthenticator,
 ) -> None:
     with pytest.raises(ProblemError) as caught:
-        authenticate(authenticator, _bearer("not-a-known-token-at-all"))
+        await authenticate(authenticator, _bearer("not-a-known-token-at-all"))
     assert caught.value.status == 401
-    assert "not valid" in caught.value.detail
-    assert caught.value.headers is not None
-    assert "WWW-Authenticate" in caught.value.headers
+    assert caught.value.detail == "The bearer token is not a known static token."
+    assert caught.value.headers == {"WWW-Authenticate": 'Bearer realm="lapse", error="invalid_token"'}

@@ -18,6 +18,7 @@ from lapse_shared.messaging.topology import EVENTS
 from tests.targets import PgTarget
 
 pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
 
 
 async def _get(queue: AbstractQueue, within: float = 5) -> aio_pika.abc.AbstractIncomingMessage | None:
@@ -35,7 +36,9 @@ async def test_invalid_messages_land_in_the_dead_letter_queue_without_retries(
 ) -> None:
     target = PgTarget("unused", database_url)
     policy_dir = target.write_policy_dir(tmp_path / "policies")
-    app = build(PolicySettings(amqp_url=amqp_url, policy_dir=policy_dir))
+    app = build(
+        PolicySettings(amqp_url=amqp_url, policy_dir=policy_dir, token_file=ROOT / "examples" / "tokens.yaml")
+    )
     with structlog.testing.capture_logs() as logs:
         async with app.router.lifespan_context(app):
             connection = await aio_pika.connect_robust(amqp_url)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -30,3 +32,25 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     # JSON logs for machines; None means "JSON unless stderr is a terminal".
     log_json: bool | None = None
+
+    # Who HTTP callers are. OIDC (production): the issuer is the IdP's `iss`, exactly as in its
+    # tokens; the audience is this deployment's client/API id, which tokens must name in `aud`.
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    # Where the IdP's signing keys are; unset: discovered from the issuer's openid-configuration.
+    oidc_jwks_url: str | None = None
+    # The claim naming the caller, and the claim holding their groups (a list or a
+    # space-separated string; a dotted path such as `realm_access.roles` reaches nested claims).
+    oidc_subject_claim: str = "sub"
+    oidc_groups_claim: str = "groups"
+    # Identity attributes policies may test, from claims: JSON, e.g. {"department": "dept"}.
+    oidc_attribute_claims: dict[str, str] = Field(default_factory=dict)
+    # Clock skew tolerated on exp / nbf / iat.
+    oidc_leeway_seconds: float = 30.0
+    # The key set is refetched after this long, or sooner for an unknown key id (rotation),
+    # but never more than once per oidc_jwks_min_refresh_seconds.
+    oidc_jwks_cache_seconds: float = 600.0
+    oidc_jwks_min_refresh_seconds: float = 30.0
+    # Static bearer tokens (YAML: token -> subject, groups) for local use and tests; off unless set.
+    # With OIDC as well, a token that parses as a JWT goes to OIDC and any other to this file.
+    token_file: Path | None = None

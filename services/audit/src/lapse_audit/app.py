@@ -22,7 +22,7 @@ from lapse_audit.repository import SCHEMA
 from lapse_audit.siem import SIEM_EXCHANGE, declare_stream
 from lapse_audit.siem_relay import SiemRelay
 from lapse_shared.events import AuditCheckpoint
-from lapse_shared.http.identity import StaticTokenAuthenticator
+from lapse_shared.http.authenticators import build_authenticator
 from lapse_shared.logging import configure_logging
 from lapse_shared.messaging.consumer import build_broker, document_publishers, topic_exchange
 from lapse_shared.service import ServiceHost, create_app, serve
@@ -82,7 +82,7 @@ def build(settings: AuditSettings) -> FastAPI:
     )
     app.include_router(api.router)
     app.state.handlers = handlers
-    app.state.authenticator = StaticTokenAuthenticator.from_file(settings.token_file)
+    app.state.authenticator = build_authenticator(settings)
     app.state.auditor_groups = set(settings.auditor_groups)
     _run_with_host(app, host, ingest, handlers, settings)
     return app

@@ -14,7 +14,7 @@ from lapse_grant.handlers import GrantHandlers, Timings
 from lapse_grant.providers import load_providers, parse_settings
 from lapse_grant.repository import SCHEMA
 from lapse_shared.catalogue import CatalogueSource
-from lapse_shared.http.identity import StaticTokenAuthenticator
+from lapse_shared.http.authenticators import build_authenticator
 from lapse_shared.logging import configure_logging
 from lapse_shared.messaging.consumer import build_broker
 from lapse_shared.service import ServiceHost, create_app, serve
@@ -92,7 +92,7 @@ def build(settings: GrantSettings) -> FastAPI:
     )
     app.include_router(api.router)
     app.state.handlers = host.handlers
-    app.state.authenticator = StaticTokenAuthenticator.from_file(settings.token_file)
+    app.state.authenticator = build_authenticator(settings)
     app.state.admin_groups = set(settings.admin_groups)
     app.state.metrics_groups = set(settings.metrics_groups)
     return app

@@ -13,8 +13,6 @@ class GrantSettings(ServiceSettings):
     # The policy directory: the resource catalogue says which provider and target serve a
     # resource. Target secrets are `${VAR}` references resolved from this service's environment.
     policy_dir: Path = Path("examples/policies")
-    # Static bearer tokens for the admin API (kill switch), credentials pick-up and metrics.
-    token_file: Path = Path("examples/tokens.yaml")
     # Who may use the kill switch.
     admin_groups: list[str] = ["lapse-admins", "security"]
     # Who may read /metrics (give Prometheus a token in one of these groups).

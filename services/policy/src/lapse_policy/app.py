@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from lapse_policy import api, consumers
 from lapse_policy.config import PolicySettings
 from lapse_policy.engine import PolicySource
-from lapse_shared.http.identity import StaticTokenAuthenticator
+from lapse_shared.http.authenticators import build_authenticator
 from lapse_shared.logging import configure_logging
 from lapse_shared.messaging.consumer import build_broker
 from lapse_shared.service import ServiceHost, create_app, serve
@@ -28,7 +28,7 @@ def build(settings: PolicySettings) -> FastAPI:
     )
     app.include_router(api.router)
     app.state.policy = policy
-    app.state.authenticator = StaticTokenAuthenticator.from_file(settings.token_file)
+    app.state.authenticator = build_authenticator(settings)
     app.state.admin_groups = set(settings.admin_groups)
     return app
 

@@ -10,8 +10,6 @@ from lapse_shared.settings import ServiceSettings
 class PolicySettings(ServiceSettings):
     # Directory of YAML policy files and the resource catalogue (versioned by its users in git).
     policy_dir: Path = Path("examples/policies")
-    # Static bearer tokens (token -> subject, groups) for the dry-run API, as in the request service.
-    token_file: Path = Path("examples/tokens.yaml")
     # Groups whose members may dry-run a request for any requester (others only for themselves):
     # a dry run reveals what another person could get, which is policy insight, not access.
     admin_groups: list[str] = ["lapse-admins", "security"]

@@ -11,7 +11,7 @@ from lapse_request.config import RequestSettings
 from lapse_request.handlers import RequestHandlers, WorkflowRules
 from lapse_request.repository import SCHEMA
 from lapse_shared.catalogue import CatalogueSource
-from lapse_shared.http.identity import StaticTokenAuthenticator
+from lapse_shared.http.authenticators import build_authenticator
 from lapse_shared.logging import configure_logging
 from lapse_shared.messaging.consumer import build_broker
 from lapse_shared.service import ServiceHost, create_app, serve
@@ -58,7 +58,7 @@ def build(settings: RequestSettings) -> FastAPI:
     )
     app.include_router(api.router)
     app.state.handlers = host.handlers
-    app.state.authenticator = StaticTokenAuthenticator.from_file(settings.token_file)
+    app.state.authenticator = build_authenticator(settings)
     app.state.reader_groups = set(settings.reader_groups)
     app.state.raw_body_schemas = consumers.RAW_BODY_SCHEMAS
     return app

@@ -13,8 +13,6 @@ class RequestSettings(ServiceSettings):
     # The policy directory: its resource catalogue is checked on submit so that an unknown
     # resource or role, or a duration over the resource's cap, is refused at once with a 422.
     policy_dir: Path = Path("examples/policies")
-    # Static bearer tokens (token -> subject, groups) for local use and tests.
-    token_file: Path = Path("examples/tokens.yaml")
     # Groups that may read any request (others see only their own).
     reader_groups: list[str] = ["lapse-admins", "security"]
     http_port: int = 8080

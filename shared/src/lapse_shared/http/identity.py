@@ -1,4 +1,4 @@
-"""Who is calling: one `authenticate` behind which static tokens now, OIDC later, live."""
+"""Who is calling: one `authenticate` check, behind which OIDC tokens and static tokens live."""
 
 from __future__ import annotations
 
@@ -7,12 +7,15 @@ import hmac
 from pathlib import Path
 from typing import Annotated, Protocol
 
+import structlog
 import yaml
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lapse_shared.http.problems import ProblemError
+
+log = structlog.get_logger("lapse.http.identity")
 
 
 class Identity(BaseModel):
@@ -28,8 +31,21 @@ class Identity(BaseModel):
         return not self.groups.isdisjoint(groups)
 
 
+class AuthenticationFailed(Exception):
+    """A bearer token was refused; `detail` says why, for the caller, and never holds the token.
+
+    `reason` is a short stable code (`expired`, `wrong-audience`, ...) for tests and logs.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
 class Authenticator(Protocol):
-    def authenticate(self, token: str) -> Identity | None: ...
+    async def authenticate(self, token: str) -> Identity:
+        """The caller's identity, or `AuthenticationFailed` saying why the token is refused."""
+        ...
 
 
 class StaticToken(BaseModel):
@@ -76,7 +92,7 @@ class StaticTokenAuthenticator:
     def from_file(cls, path: Path) -> StaticTokenAuthenticator:
         return cls(StaticTokenFile.model_validate(yaml.safe_load(path.read_text())).tokens)
 
-    def authenticate(self, token: str) -> Identity | None:
+    def lookup(self, token: str) -> Identity | None:
         digest = hashlib.sha256(token.encode()).digest()
         found = None
         for known, identity in self._entries:
@@ -85,37 +101,44 @@ class StaticTokenAuthenticator:
                 found = identity
         return found
 
-
-def _unauthorized(detail: str) -> ProblemError:
-    return ProblemError(
-        401,
-        "unauthorized",
-        "Unauthorized",
-        detail,
-        headers={"WWW-Authenticate": 'Bearer realm="lapse"'},
-    )
+    async def authenticate(self, token: str) -> Identity:
+        identity = self.lookup(token)
+        if identity is None:
+            raise AuthenticationFailed("unknown-token", "The bearer token is not a known static token.")
+        return identity
 
 
-_bearer = HTTPBearer(auto_error=False, description="Bearer token (static token file, later OIDC).")
+def _unauthorized(detail: str, *, token_sent: bool) -> ProblemError:
+    # RFC 6750: `invalid_token` tells a client to get a new token rather than retry this one.
+    challenge = 'Bearer realm="lapse", error="invalid_token"' if token_sent else 'Bearer realm="lapse"'
+    return ProblemError(401, "unauthorized", "Unauthorized", detail, headers={"WWW-Authenticate": challenge})
 
 
-def authenticate(authenticator: Authenticator, credentials: HTTPAuthorizationCredentials | None) -> Identity:
-    """The one identity check every endpoint goes through."""
+_bearer = HTTPBearer(
+    auto_error=False, description="OIDC access token (a JWT) from the identity provider, or a static token."
+)
+
+
+async def authenticate(
+    authenticator: Authenticator, credentials: HTTPAuthorizationCredentials | None
+) -> Identity:
+    """The one identity check every endpoint goes through; a refusal is a 401 saying why."""
     if credentials is None or not credentials.credentials:
-        raise _unauthorized("Send an `Authorization: Bearer <token>` header.")
+        raise _unauthorized("Send an `Authorization: Bearer <token>` header.", token_sent=False)
     if credentials.scheme.lower() != "bearer":
-        raise _unauthorized("Only Bearer tokens are accepted.")
-    identity = authenticator.authenticate(credentials.credentials)
-    if identity is None:
-        raise _unauthorized("The bearer token is not valid.")
-    return identity
+        raise _unauthorized("Only Bearer tokens are accepted.", token_sent=False)
+    try:
+        return await authenticator.authenticate(credentials.credentials)
+    except AuthenticationFailed as failed:
+        log.info("bearer token refused", reason=failed.reason)
+        raise _unauthorized(failed.detail, token_sent=True) from None
 
 
-def _current_identity(
+async def _current_identity(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Identity:
-    return authenticate(request.app.state.authenticator, credentials)
+    return await authenticate(request.app.state.authenticator, credentials)
 
 
 CurrentIdentity = Annotated[Identity, Depends(_current_identity)]
