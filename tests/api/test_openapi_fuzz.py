@@ -5,6 +5,7 @@ response must match the document (status code, content type, headers, body schem
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,8 +61,8 @@ def running(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         infra.delete_vhost(vhost)
 
 
-# Bounded, so the suite stays minutes long; raise locally to fuzz harder.
-EXAMPLES = 25
+# Bounded, so the suite stays minutes long; raise locally to fuzz harder (LAPSE_FUZZ_EXAMPLES=500).
+EXAMPLES = int(os.environ.get("LAPSE_FUZZ_EXAMPLES", "25"))
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 
 

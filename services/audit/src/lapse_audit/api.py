@@ -25,7 +25,12 @@ _FORBIDDEN: dict[int | str, dict[str, Any]] = {
 }
 Cursor = Annotated[
     int,
-    Query(ge=0, description="Resume after this cursor (the `next_cursor`/`cursor` you got last); 0 = start."),
+    # Bounded by the bigint sequence it is compared with, so a huge value is a 422, not a 500.
+    Query(
+        ge=0,
+        le=2**63 - 1,
+        description="Resume after this cursor (the `next_cursor`/`cursor` you got last); 0 = start.",
+    ),
 ]
 
 
