@@ -111,6 +111,9 @@ def register(
     @broker.subscriber(
         consumer_queue(START_QUEUE, "#.grant.start", delivery_limit),
         topic_exchange(delay.DELIVER),
+        # Like expiries, starts wait out their sub-second rest; many grants scheduled for the
+        # same minute (9:00 on a Monday) must not queue behind a prefetch of 32.
+        channel=Channel(prefetch_count=expire_prefetch),
         title="grant/grant.start",
         description="Delayed command: provision a scheduled grant at its start.",
     )
