@@ -140,7 +140,11 @@ class GrantHandlers:
         self._clock = clock
         self._expiries = Batcher(lambda ids: self.revoke_many(ids, RevokeCause.EXPIRED))
         self.scheduler = Scheduler(
-            pool, self.provision, hold_seconds=self._t.expire_hold_seconds, clock=clock
+            pool,
+            self.provision,
+            hold_seconds=self._t.expire_hold_seconds,
+            concurrency=self._t.concurrency,
+            clock=clock,
         )
         self.extender = Extender(pool, self._provider, clock=clock)
 

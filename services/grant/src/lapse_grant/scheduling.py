@@ -46,9 +46,11 @@ class Scheduler:
         provision: Callable[[uuid.UUID, Event | None], Awaitable[None]],
         *,
         hold_seconds: float,
+        concurrency: int,
         clock: Callable[[], datetime],
     ) -> None:
         self._pool, self._provision, self._hold, self._clock = pool, provision, hold_seconds, clock
+        self._concurrency = concurrency
 
     async def on_start_command(self, command: GrantStart) -> None:
         """The delayed start arrived: wait out the rest until due (as expiries do), then start."""
@@ -84,9 +86,14 @@ class Scheduler:
         """The safety net: start scheduled grants whose grant.start is late by more than the grace."""
         async with self._pool().acquire() as conn:
             overdue = await repository.overdue_starts(conn, grace_seconds)
-        started = 0
-        for grant_id in overdue:
-            started += await self.start(grant_id)
+        # Concurrently, as the retrier provisions: one slow target must not hold up the rest.
+        gate = asyncio.Semaphore(self._concurrency)
+
+        async def one(grant_id: uuid.UUID) -> bool:
+            async with gate:
+                return await self.start(grant_id)
+
+        started = sum(await asyncio.gather(*(one(i) for i in overdue)))
         if started:
             log.warning("started scheduled grants whose start message was late or lost", count=started)
         return started
