@@ -72,7 +72,10 @@ async def test_approval_is_provisioned_once_with_its_expiry_scheduled(
     rows = await pool.fetch('SELECT * FROM "grant".grants')
     assert len(rows) == 1
     assert rows[0]["state"] == "active"
-    assert rows[0]["expires_at"] - rows[0]["granted_at"] == timedelta(seconds=60)
+    # The window counts from the approval, not from when provisioning finished.
+    assert rows[0]["expires_at"] == event.data.approved_at + timedelta(seconds=60)
+    assert rows[0]["approved_at"] == event.data.approved_at
+    assert rows[0]["granted_at"] >= event.data.approved_at
     assert await outbox_types(pool) == ["grant.activated", "grant.expire"]
     due = await pool.fetchval("SELECT due_at FROM \"grant\".outbox WHERE message_type = 'grant.expire'")
     assert due == rows[0]["expires_at"]

@@ -61,21 +61,20 @@ def test_for_approval_copies_the_request_and_is_not_active_yet(approval: Request
     assert grant.provision_deadline == NOW + timedelta(minutes=5)
     assert grant.next_attempt_at == NOW
     assert grant.granted_at is None
-    assert grant.expires_at is None
+    # The window is fixed at approval: it counts from approved_at, not from activation.
+    assert grant.expires_at == approval.data.approved_at + timedelta(seconds=5400)
 
 
 def test_each_grant_gets_its_own_id(approval: RequestApproved) -> None:
     assert _new(approval).id != _new(approval).id
 
 
-def test_activate_starts_the_window_now_and_sets_expiry_after_the_duration(
-    approval: RequestApproved,
-) -> None:
+def test_activate_keeps_the_expiry_counted_from_the_approval(approval: RequestApproved) -> None:
     grant = _new(approval)
-    grant.activate(NOW, cause=approval)
+    grant.activate(NOW + timedelta(seconds=30), cause=approval)
     assert grant.state is GrantState.ACTIVE
-    assert grant.granted_at == NOW
-    assert grant.expires_at == NOW + timedelta(seconds=5400)
+    assert grant.granted_at == NOW + timedelta(seconds=30)
+    assert grant.expires_at == approval.data.approved_at + timedelta(seconds=5400)
 
 
 def test_activate_returns_grant_activated_and_the_expire_command(approval: RequestApproved) -> None:
@@ -86,7 +85,7 @@ def test_activate_returns_grant_activated_and_the_expire_command(approval: Reque
     assert activated.data.request_id == approval.data.request_id
     assert activated.data.subject == "alice"
     assert activated.data.granted_at == NOW
-    assert activated.data.expires_at == NOW + timedelta(minutes=90)
+    assert activated.data.expires_at == approval.data.approved_at + timedelta(minutes=90)
     assert activated.causation_id == approval.id
     assert activated.correlation_id == approval.data.request_id
     assert isinstance(expire, GrantExpire)
@@ -210,3 +209,84 @@ def test_expire_command_can_be_rebuilt_for_an_active_grant(approval: RequestAppr
     assert again.data.grant_id == grant.id
     assert again.data.expires_at == grant.expires_at
     assert again.causation_id is None
+
+
+def _approved(approval: RequestApproved, **changes: object) -> RequestApprovedData:
+    return approval.data.model_copy(update=changes)
+
+
+def test_a_future_start_is_scheduled_with_the_window_counted_from_the_start(
+    approval: RequestApproved,
+) -> None:
+    start = NOW + timedelta(hours=2)
+    grant = Grant.for_approval(
+        _approved(approval, start_at=start), "postgres-role", {}, NOW, timedelta(minutes=5)
+    )
+    assert grant.state is GrantState.SCHEDULED
+    assert grant.next_attempt_at is None, "the retrier must not provision it before its start"
+    assert grant.expires_at == start + timedelta(seconds=5400)
+    assert grant.provision_deadline == start + timedelta(minutes=5)
+    command = grant.start_command()
+    assert command.type == "grant.start"
+    assert (command.data.grant_id, command.data.start_at) == (grant.id, start)
+    grant.start(start)
+    assert grant.state is GrantState.PROVISIONING
+    assert grant.next_attempt_at == start
+
+
+def test_a_start_already_passed_provisions_at_once(approval: RequestApproved) -> None:
+    start = NOW - timedelta(minutes=1)
+    grant = Grant.for_approval(
+        _approved(approval, start_at=start), "postgres-role", {}, NOW, timedelta(minutes=5)
+    )
+    assert grant.state is GrantState.PROVISIONING
+    assert grant.expires_at == start + timedelta(seconds=5400)
+
+
+def test_window_over_once_expiry_is_reached(approval: RequestApproved) -> None:
+    grant = _new(approval)
+    assert grant.expires_at is not None
+    assert not grant.window_over(grant.expires_at - timedelta(microseconds=1))
+    assert grant.window_over(grant.expires_at)
+
+
+def test_revoking_a_scheduled_grant_says_nothing_was_provisioned(approval: RequestApproved) -> None:
+    grant = Grant.for_approval(
+        _approved(approval, start_at=NOW + timedelta(hours=1)), "postgres-role", {}, NOW, timedelta(minutes=5)
+    )
+    event = grant.revoked(NOW, RevokeCause.RELEASED, actor="alice", reason="not needed")
+    assert grant.state is GrantState.REVOKED
+    assert event.data.provisioned is False
+    assert event.data.cause is RevokeCause.RELEASED
+    assert _active(approval).revoked(NOW, RevokeCause.REVOKED).data.provisioned is True
+
+
+def test_extension_moves_the_expiry_later_never_earlier(approval: RequestApproved) -> None:
+    grant = _active(approval)
+    assert grant.expires_at is not None
+    before = grant.expires_at
+    extension_id = uuid.uuid4()
+    event = grant.extend(extension_id, before + timedelta(hours=1), NOW)
+    assert grant.expires_at == before + timedelta(hours=1)
+    assert event.type == "grant.extended"
+    assert event.correlation_id == extension_id
+    assert (event.data.request_id, event.data.extension_request_id) == (grant.request_id, extension_id)
+    assert (event.data.previous_expires_at, event.data.expires_at) == (before, before + timedelta(hours=1))
+    assert grant.extend(uuid.uuid4(), before, NOW).data.expires_at == before + timedelta(hours=1)
+
+
+def test_extension_problems_name_what_does_not_match(approval: RequestApproved) -> None:
+    grant = _active(approval)
+    ext = _approved(approval, request_id=uuid.uuid4(), extends_grant_id=grant.id)
+    assert grant.extension_problem(ext, NOW) is None
+    other = grant.extension_problem(_approved(approval, requester="mallory"), NOW)
+    assert other is not None
+    assert "mallory" in other
+    assert grant.expires_at is not None
+    lapsed = grant.extension_problem(ext, grant.expires_at)
+    assert lapsed is not None
+    assert "lapsed" in lapsed
+    grant.revoked(NOW, RevokeCause.REVOKED)
+    ended = grant.extension_problem(ext, NOW)
+    assert ended is not None
+    assert "revoked, not active" in ended

@@ -21,7 +21,7 @@ from lapse_shared.db.migrations import migrate
 from lapse_shared.db.outbox import OutboxRelay
 from lapse_shared.db.pool import create_pool, ensure_database
 from lapse_shared.http.problems import install_problem_handlers
-from lapse_shared.messaging.publisher import ConfirmingPublisher
+from lapse_shared.messaging.publisher import ConfirmingPublisher, amqp_username
 from lapse_shared.messaging.topology import declare_dead_letter_queue, declare_exchanges
 from lapse_shared.settings import ServiceSettings
 
@@ -90,7 +90,7 @@ class ServiceHost:
             await declare_dead_letter_queue(self.channel, queue)
         if self._topology is not None:
             await self._topology(self.channel)
-        self._publisher = ConfirmingPublisher(self.channel)
+        self._publisher = ConfirmingPublisher(self.channel, user_id=amqp_username(s.amqp_url))
         if self._pool is not None and self.schema is not None:
             self._relay = OutboxRelay(
                 self._pool, s.database_url, self.schema, self._publisher, s.outbox_poll_seconds

@@ -53,7 +53,13 @@ class GrantHost(ServiceHost):
             ),
             vault=CredentialVault(key.get_secret_value()) if key else None,
         )
-        consumers.register(broker, self.handlers, settings.delivery_limit, settings.expire_prefetch)
+        consumers.register(
+            broker,
+            self.handlers,
+            settings.delivery_limit,
+            settings.expire_prefetch,
+            settings.trusted_principals(),
+        )
 
     def _check_targets(self, catalogue: CatalogueSource) -> None:
         """Refuse to start on a catalogue this service cannot serve, naming the resource."""

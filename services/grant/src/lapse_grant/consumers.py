@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import structlog
+from faststream.exceptions import RejectMessage
 from faststream.rabbit import Channel, RabbitBroker
+from faststream.rabbit.annotations import RabbitMessage
 
 from lapse_grant.handlers import GrantHandlers
 from lapse_shared.events import (
     GrantActivated,
     GrantDriftDetected,
     GrantExpire,
+    GrantExtended,
     GrantFailed,
     GrantRevoke,
     GrantRevoked,
     GrantRevokeFailing,
+    GrantStart,
     RequestApproved,
 )
 from lapse_shared.messaging import delay
@@ -23,11 +27,31 @@ from lapse_shared.messaging.topology import COMMANDS, EVENTS
 APPROVED_QUEUE = "lapse.grant.approved"
 EXPIRE_QUEUE = "lapse.grant.expire"
 REVOKE_QUEUE = "lapse.grant.revoke"
-QUEUES = [APPROVED_QUEUE, EXPIRE_QUEUE, REVOKE_QUEUE]
+START_QUEUE = "lapse.grant.start"
+QUEUES = [APPROVED_QUEUE, EXPIRE_QUEUE, REVOKE_QUEUE, START_QUEUE]
+
+log = structlog.get_logger("lapse.grant")
+
+
+def untrusted(user_id: str | None, principals: frozenset[str]) -> str | None:
+    """Why a command from AMQP `user_id` is refused, or None when it comes from a trusted principal.
+
+    RabbitMQ refuses a message whose `user_id` is not the publishing connection's user, so a
+    `user_id` that is set names who published; one that is missing names nobody.
+    """
+    if not user_id:
+        return "the message has no AMQP user_id, so its publisher is unknown"
+    if user_id not in principals:
+        return f"principal '{user_id}' may not send this command (allowed: {', '.join(sorted(principals))})"
+    return None
 
 
 def register(
-    broker: RabbitBroker, handlers: GrantHandlers, delivery_limit: int, expire_prefetch: int
+    broker: RabbitBroker,
+    handlers: GrantHandlers,
+    delivery_limit: int,
+    expire_prefetch: int,
+    command_principals: frozenset[str],
 ) -> None:
     @broker.subscriber(
         consumer_queue(APPROVED_QUEUE, "request.approved", delivery_limit),
@@ -57,18 +81,47 @@ def register(
         consumer_queue(REVOKE_QUEUE, "grant.revoke", delivery_limit),
         topic_exchange(COMMANDS),
         title="grant/grant.revoke",
-        description="Kill switch: revoke one grant, or every grant of a subject or on a resource.",
+        description="Kill switch or release: revoke one grant, or every grant of a subject or on a"
+        " resource. Accepted only from the principals in LAPSE_COMMAND_PRINCIPALS (AMQP `user_id`);"
+        " anything else is dead-lettered.",
     )
-    async def on_grant_revoke(command: GrantRevoke) -> None:
+    async def on_grant_revoke(command: GrantRevoke, message: RabbitMessage) -> None:
+        user_id = message.raw_message.user_id
+        refused = untrusted(user_id, command_principals)
+        if refused is not None:
+            log.error(
+                "command rejected: untrusted publisher; parked in the dead-letter queue",
+                command_type=command.type,
+                message_id=str(command.id),
+                principal=user_id,
+                reason=refused,
+            )
+            raise RejectMessage()
         data = command.data
-        await handlers.kill_switch(
-            actor=data.actor,
-            reason=data.reason,
-            grant_id=data.grant_id,
-            subject=data.subject,
-            resource=data.resource,
-        )
+        with structlog.contextvars.bound_contextvars(correlation_id=str(command.correlation_id)):
+            await handlers.kill_switch(
+                actor=data.actor,
+                reason=data.reason,
+                grant_id=data.grant_id,
+                subject=data.subject,
+                resource=data.resource,
+                cause=data.cause,
+            )
+
+    @broker.subscriber(
+        consumer_queue(START_QUEUE, "#.grant.start", delivery_limit),
+        topic_exchange(delay.DELIVER),
+        # Like expiries, starts wait out their sub-second rest; many grants scheduled for the
+        # same minute (9:00 on a Monday) must not queue behind a prefetch of 32.
+        channel=Channel(prefetch_count=expire_prefetch),
+        title="grant/grant.start",
+        description="Delayed command: provision a scheduled grant at its start.",
+    )
+    async def on_grant_start(command: GrantStart) -> None:
+        with structlog.contextvars.bound_contextvars(correlation_id=str(command.correlation_id)):
+            await handlers.start_grant(command)
 
     document_publishers(
-        broker, [GrantActivated, GrantFailed, GrantRevoked, GrantRevokeFailing, GrantDriftDetected]
+        broker,
+        [GrantActivated, GrantExtended, GrantFailed, GrantRevoked, GrantRevokeFailing, GrantDriftDetected],
     )

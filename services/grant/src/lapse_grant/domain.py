@@ -1,7 +1,11 @@
 """The Grant aggregate: the access provisioned for one approved request. Pure, no I/O.
 
-provisioning -> active -> revoked
-provisioning -> failed   (a permanent error, or transient ones past the deadline)
+scheduled -> provisioning -> active (-> extended: still active, later expires_at) -> revoked
+provisioning -> failed   (a permanent error, transient ones past the deadline, or the window over)
+scheduled -> revoked     (kill switch or release before the start: nothing was provisioned)
+
+The window counts from the approval (or the scheduled start): `expires_at` is fixed when the
+approval arrives, so a slow or retried provisioning shortens the access instead of moving its end.
 """
 
 from __future__ import annotations
@@ -21,12 +25,16 @@ from lapse_shared.events import (
     GrantDriftDetectedData,
     GrantExpire,
     GrantExpireData,
+    GrantExtended,
+    GrantExtendedData,
     GrantFailed,
     GrantFailedData,
     GrantRevoked,
     GrantRevokedData,
     GrantRevokeFailing,
     GrantRevokeFailingData,
+    GrantStart,
+    GrantStartData,
     RequestApprovedData,
     RevokeCause,
 )
@@ -35,10 +43,30 @@ SOURCE = "lapse/grant"
 
 
 class GrantState(StrEnum):
+    SCHEDULED = "scheduled"
     PROVISIONING = "provisioning"
     ACTIVE = "active"
     REVOKED = "revoked"
     FAILED = "failed"
+
+
+def refuse_extension(
+    data: RequestApprovedData, grant_id: uuid.UUID, reason: str, cause: Event | None = None
+) -> GrantFailed:
+    """`grant.failed` for an approved extension that cannot apply; the grant itself is unchanged."""
+    return GrantFailed.create(
+        source=SOURCE,
+        request_id=data.request_id,
+        cause=cause,
+        derived=True,
+        data=GrantFailedData(
+            grant_id=grant_id,
+            request_id=data.request_id,
+            resource=data.resource,
+            role=data.role,
+            reason=f"extension refused: {reason}",
+        ),
+    )
 
 
 def backoff(
@@ -77,6 +105,10 @@ class Grant:
     revoked_by: str | None = None
     revoke_reason: str | None = None
     target: dict[str, object] = field(default_factory=dict)
+    approved_at: datetime | None = None
+    start_at: datetime | None = None
+    extended_at: datetime | None = None
+    extension_request_id: uuid.UUID | None = None
 
     @property
     def access_key(self) -> str:
@@ -92,6 +124,9 @@ class Grant:
         now: datetime,
         provision_timeout: timedelta,
     ) -> Grant:
+        """A grant to provision now, or `scheduled` when its start is still ahead."""
+        window_start = data.start_at or data.approved_at
+        scheduled = data.start_at is not None and data.start_at > now
         return cls(
             target=target,
             id=uuid.uuid4(),
@@ -100,19 +135,81 @@ class Grant:
             resource=data.resource,
             role=data.role,
             provider=provider,
-            state=GrantState.PROVISIONING,
+            state=GrantState.SCHEDULED if scheduled else GrantState.PROVISIONING,
             duration_seconds=data.duration_seconds,
-            provision_deadline=now + provision_timeout,
-            next_attempt_at=now,
+            expires_at=window_start + timedelta(seconds=data.duration_seconds),
+            provision_deadline=max(now, window_start) + provision_timeout,
+            next_attempt_at=None if scheduled else now,
+            approved_at=data.approved_at,
+            start_at=data.start_at,
+        )
+
+    def start_command(self) -> GrantStart:
+        """The delayed command that starts this scheduled grant at its start."""
+        assert self.start_at is not None
+        return GrantStart.create(
+            source=SOURCE,
+            request_id=self.request_id,
+            data=GrantStartData(grant_id=self.id, start_at=self.start_at),
+        )
+
+    def start(self, now: datetime) -> None:
+        """The scheduled start came: provision from now on (the window was fixed at approval)."""
+        assert self.state is GrantState.SCHEDULED
+        self.state = GrantState.PROVISIONING
+        self.next_attempt_at = now
+
+    def window_over(self, now: datetime) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+    def extension_problem(self, data: RequestApprovedData, now: datetime) -> str | None:
+        """Why this grant cannot take the approved extension `data`, or None when it can."""
+        if (self.subject, self.resource, self.role) != (data.requester, data.resource, data.role):
+            return (
+                f"grant {self.id} is for {self.subject} on {self.resource} as {self.role}, not for"
+                f" {data.requester} on {data.resource} as {data.role}"
+            )
+        if self.state is not GrantState.ACTIVE:
+            return f"grant {self.id} is {self.state.value}, not active: only an active grant can be extended"
+        assert self.expires_at is not None
+        if self.expires_at <= now or self.revoke_attempts > 0:
+            # Its window is over and it is being revoked: extending now would resurrect lapsed access.
+            return f"grant {self.id} lapsed at {self.expires_at.isoformat()} and is being revoked"
+        return None
+
+    def extend(
+        self, extension_request_id: uuid.UUID, until: datetime, now: datetime, cause: Event | None = None
+    ) -> GrantExtended:
+        """Lengthen the window to `until` (never shorten it); the caller checked it may be extended."""
+        assert self.expires_at is not None
+        previous = self.expires_at
+        self.expires_at = max(previous, until)
+        self.extended_at, self.extension_request_id = now, extension_request_id
+        return GrantExtended.create(
+            source=SOURCE,
+            request_id=extension_request_id,
+            cause=cause,
+            data=GrantExtendedData(
+                grant_id=self.id,
+                request_id=self.request_id,
+                extension_request_id=extension_request_id,
+                subject=self.subject,
+                resource=self.resource,
+                role=self.role,
+                previous_expires_at=previous,
+                expires_at=self.expires_at,
+                extended_at=now,
+            ),
         )
 
     def activate(
         self, now: datetime, cause: Event | None = None, *, credentials: bool = False
     ) -> tuple[GrantActivated, GrantExpire]:
-        """Access is verified present: the window starts now."""
+        """Access is verified present; it ends at the `expires_at` fixed at approval."""
         self.state = GrantState.ACTIVE
         self.granted_at = now
-        self.expires_at = now + timedelta(seconds=self.duration_seconds)
+        if self.expires_at is None:  # a grant recorded before windows counted from approval
+            self.expires_at = now + timedelta(seconds=self.duration_seconds)
         self.next_attempt_at, self.last_error = None, None
         activated = GrantActivated.create(
             source=SOURCE,
@@ -197,8 +294,12 @@ class Grant:
         actor: str | None = None,
         reason: str | None = None,
     ) -> GrantRevoked:
-        """Access is verified gone (or kept by another grant); lateness is against the expiry."""
+        """Access is verified gone (or kept by another grant); lateness is against the expiry.
+
+        A scheduled grant ends here too, before anything was provisioned (`provisioned` false).
+        """
         assert self.expires_at is not None
+        provisioned = self.state is not GrantState.SCHEDULED
         self.state = GrantState.REVOKED
         self.revoked_at = now
         self.lateness_ms = round((now - self.expires_at).total_seconds() * 1000)
@@ -222,6 +323,7 @@ class Grant:
                 access_retained=retained,
                 revoked_by=actor,
                 revoke_reason=reason,
+                provisioned=provisioned,
             ),
         )
 

@@ -1,4 +1,7 @@
-"""Use cases of the grant service: provision, expire, revoke (never giving up), kill switch, drift."""
+"""Use cases of the grant service: provision, expire, revoke (never giving up), kill switch, drift.
+
+Scheduled starts live in `scheduling.py`, extensions in `extension.py`; this class wires them in.
+"""
 
 from __future__ import annotations
 
@@ -17,11 +20,21 @@ import structlog
 from lapse_grant import repository
 from lapse_grant.credentials import CredentialVault
 from lapse_grant.domain import Grant, GrantState
+from lapse_grant.extension import Extender
 from lapse_grant.metrics import GrantMetrics
 from lapse_grant.providers import Access, Provider, ProviderError, present_among, revoke_all
+from lapse_grant.scheduling import Scheduler, schedule
 from lapse_shared.catalogue import CatalogueSource, expand_target
 from lapse_shared.db import inbox, outbox
-from lapse_shared.events import DriftKind, Event, GrantExpire, RequestApproved, RevokeCause, utcnow
+from lapse_shared.events import (
+    DriftKind,
+    Event,
+    GrantExpire,
+    GrantStart,
+    RequestApproved,
+    RevokeCause,
+    utcnow,
+)
 from lapse_shared.messaging.topology import COMMANDS
 
 log = structlog.get_logger("lapse.grant")
@@ -126,6 +139,14 @@ class GrantHandlers:
         self._vault = vault
         self._clock = clock
         self._expiries = Batcher(lambda ids: self.revoke_many(ids, RevokeCause.EXPIRED))
+        self.scheduler = Scheduler(
+            pool,
+            self.provision,
+            hold_seconds=self._t.expire_hold_seconds,
+            concurrency=self._t.concurrency,
+            clock=clock,
+        )
+        self.extender = Extender(pool, self._provider, clock=clock)
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -156,8 +177,15 @@ class GrantHandlers:
     # -- provisioning --------------------------------------------------------------------------
 
     async def activate_grant(self, event: RequestApproved) -> None:
-        """Record the approval as a grant to provision (once per event), then provision it."""
+        """Record the approval as a grant to provision (once per event), then provision it.
+
+        A scheduled start is recorded and its grant.start queued instead; an extension lengthens
+        the grant it names.
+        """
         data = event.data
+        if data.extends_grant_id is not None:
+            await self.extender.extend(event)
+            return
         async with self._pool().acquire() as conn, conn.transaction():
             if not await inbox.claim(conn, SCHEMA, event):
                 return
@@ -175,6 +203,9 @@ class GrantHandlers:
                 await repository.save(conn, grant)
                 await outbox.add(conn, SCHEMA, failed)
                 return
+            if grant.state is GrantState.SCHEDULED:
+                await schedule(conn, grant)
+                return
         # Committed first: should this process die now, the retrier provisions it.
         await self.provision(grant.id, cause=event)
 
@@ -189,6 +220,20 @@ class GrantHandlers:
             if grant is None or grant.state is not GrantState.PROVISIONING:
                 return
             now = self._clock()
+            if grant.window_over(now):
+                # Retried (or started) past its window: provisioning now would grant access
+                # nobody approved for this time.
+                assert grant.expires_at is not None
+                over = grant.fail(
+                    f"the approved window ended at {grant.expires_at.isoformat()} before the access"
+                    f" could be provisioned (last error: {grant.last_error or 'none'})"
+                )
+                await repository.save(conn, grant)
+                await outbox.add(conn, SCHEMA, over)
+                log.error(
+                    "provisioning given up: window over", grant_id=str(grant.id), reason=grant.failure_reason
+                )
+                return
             try:
                 provider, target, access = self._provider(grant)
                 if getattr(provider, "issues_credentials", False) and self._vault is None:
@@ -232,6 +277,10 @@ class GrantHandlers:
             role=grant.role,
             expires_at=grant.expires_at.isoformat() if grant.expires_at else None,
         )
+
+    async def start_grant(self, command: GrantStart) -> None:
+        """The delayed start of a scheduled grant arrived."""
+        await self.scheduler.on_start_command(command)
 
     # -- revocation ----------------------------------------------------------------------------
 
@@ -288,14 +337,16 @@ class GrantHandlers:
             )
             now = self._clock()
 
-            # A stale expiry for a later expiry time leaves its grant alone, and so active: it then
-            # holds its access for any grant of the batch that shares it.
+            # A stale expiry for a later expiry time (the grant was extended) leaves its grant
+            # alone, and so active: it then holds its access for any grant of the batch that
+            # shares it. The retrier re-checks too: a grant extended after the retrier picked it
+            # is no longer overdue (a failed revocation already under way is never extended).
             def not_due(g: Grant) -> bool:
-                return (
-                    cause is RevokeCause.EXPIRED
-                    and g.expires_at is not None
-                    and (g.expires_at - now).total_seconds() > self._t.expire_hold_seconds
-                )
+                if g.expires_at is None:
+                    return False
+                if cause is RevokeCause.EXPIRED:
+                    return (g.expires_at - now).total_seconds() > self._t.expire_hold_seconds
+                return cause is RevokeCause.SWEPT and g.revoke_attempts == 0 and g.expires_at > now
 
             staying = {g.access_key for g, _ in locked if not_due(g)}
             due = [(g, others or g.access_key in staying) for g, others in locked if not not_due(g)]
@@ -321,7 +372,7 @@ class GrantHandlers:
         for grant, _ in due:
             if results[grant.id].revoked:
                 self.metrics.revocations.labels(cause.value).inc()
-                if cause is not RevokeCause.REVOKED and grant.lateness_ms is not None:
+                if cause in (RevokeCause.EXPIRED, RevokeCause.SWEPT) and grant.lateness_ms is not None:
                     self.metrics.lateness.observe(max(0, grant.lateness_ms) / 1000)
                 log.info(
                     "grant revoked",
@@ -376,27 +427,37 @@ class GrantHandlers:
         grant_id: uuid.UUID | None = None,
         subject: str | None = None,
         resource: str | None = None,
+        cause: RevokeCause = RevokeCause.REVOKED,
     ) -> list[RevokeResult]:
         """Revoke one grant, every active grant of a subject, or on a resource, concurrently.
 
-        A grant whose revocation fails now stays scheduled for retry like any other.
+        `cause` is `revoked` (an administrator) or `released` (the requester ended it early). A
+        scheduled grant among them ends without touching its target. A grant whose revocation
+        fails now stays scheduled for retry like any other.
         """
         if grant_id is not None:
-            ids = [grant_id]
+            ids, waiting = [grant_id], [grant_id]
         else:
             if subject is None and resource is None:
                 raise ValueError("name a grant, a subject or a resource")
             async with self._pool().acquire() as conn:
                 ids = await repository.active_ids(conn, subject=subject, resource=resource)
-        results = await self._in_chunks(ids, RevokeCause.REVOKED, actor=actor, reason=reason)
+                waiting = await repository.active_ids(
+                    conn, subject=subject, resource=resource, state=GrantState.SCHEDULED
+                )
+        ended = await self.scheduler.end_before_start(waiting, cause, actor=actor, reason=reason)
+        before_start = [RevokeResult(g.id, True) for g in ended]
+        ids = [i for i in ids if i not in {g.id for g in ended}]
+        results = before_start + await self._in_chunks(ids, cause, actor=actor, reason=reason)
         log.warning(
-            "kill switch",
+            "kill switch" if cause is RevokeCause.REVOKED else "grant released",
             actor=actor,
             reason=reason,
             subject=subject,
             resource=resource,
             grant_id=str(grant_id) if grant_id else None,
             revoked=sum(r.revoked for r in results),
+            before_start=len(before_start),
             failed=sum(not r.revoked for r in results),
         )
         return results
@@ -420,7 +481,9 @@ class GrantHandlers:
     # -- the retrier: safety net for lost messages, failed revocations, pending provisioning ----
 
     async def retry_due(self) -> tuple[int, int]:
-        """One pass: provision what is due, revoke what is overdue or due for retry."""
+        """One pass: start late scheduled grants, provision what is due, revoke what is overdue or
+        due for retry. Returns (provisioning attempts, grants swept)."""
+        await self.scheduler.start_overdue(self._t.sweep_grace_seconds)
         async with self._pool().acquire() as conn:
             provisioning = await repository.due_provisioning(conn)
             revocations = await repository.due_revocations(conn, self._t.sweep_grace_seconds)

@@ -116,6 +116,16 @@ async def save_revocations(conn: asyncpg.Connection, grants: list[Grant]) -> Non
     )
 
 
+async def lock_scheduled(conn: asyncpg.Connection, grant_ids: list[uuid.UUID]) -> list[Grant]:
+    """The scheduled grants among `grant_ids`, locked (in id order, so two callers cannot deadlock)."""
+    rows = await conn.fetch(
+        "SELECT * FROM \"grant\".grants WHERE id = ANY($1::uuid[]) AND state = 'scheduled'"
+        " ORDER BY id FOR UPDATE",
+        grant_ids,
+    )
+    return [_from_row(r) for r in rows]
+
+
 async def get(conn: asyncpg.Connection, grant_id: uuid.UUID, *, for_update: bool = False) -> Grant | None:
     lock = " FOR UPDATE" if for_update else ""
     row = await conn.fetchrow(f'SELECT * FROM "grant".grants WHERE id = $1{lock}', grant_id)
@@ -175,13 +185,29 @@ async def grants_by_id(conn: asyncpg.Connection, grant_ids: list[uuid.UUID]) -> 
 
 
 async def active_ids(
-    conn: asyncpg.Connection, *, subject: str | None = None, resource: str | None = None
+    conn: asyncpg.Connection,
+    *,
+    subject: str | None = None,
+    resource: str | None = None,
+    state: GrantState = GrantState.ACTIVE,
 ) -> list[uuid.UUID]:
     rows = await conn.fetch(
-        "SELECT id FROM \"grant\".grants WHERE state = 'active'"
+        'SELECT id FROM "grant".grants WHERE state = $3'
         " AND ($1::text IS NULL OR subject = $1) AND ($2::text IS NULL OR resource = $2) ORDER BY id",
         subject,
         resource,
+        state.value,
+    )
+    return [r["id"] for r in rows]
+
+
+async def overdue_starts(conn: asyncpg.Connection, grace_seconds: float, limit: int = 100) -> list[uuid.UUID]:
+    """Scheduled grants whose start passed more than `grace_seconds` ago: their grant.start was lost."""
+    rows = await conn.fetch(
+        "SELECT id FROM \"grant\".grants WHERE state = 'scheduled'"
+        " AND start_at < now() - make_interval(secs => $1) ORDER BY start_at LIMIT $2",
+        grace_seconds,
+        limit,
     )
     return [r["id"] for r in rows]
 

@@ -20,6 +20,8 @@ from lapse_shared.events.grant import (
     GrantRevokedData,
     GrantRevokeFailing,
     GrantRevokeFailingData,
+    GrantStart,
+    GrantStartData,
     RevokeCause,
 )
 from lapse_shared.events.policy import (
@@ -70,8 +72,9 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     GrantActivated,
     GrantFailed,
     GrantRevoked,
-    GrantExtended,
     GrantExpire,
+    GrantStart,
+    GrantExtended,
     GrantRevokeFailing,
     GrantDriftDetected,
     GrantRevoke,
@@ -104,6 +107,8 @@ __all__ = [
     "GrantRevokeFailingData",
     "GrantRevoked",
     "GrantRevokedData",
+    "GrantStart",
+    "GrantStartData",
     "Outcome",
     "PolicyDecided",
     "PolicyDecidedData",

@@ -79,6 +79,11 @@ class GrantRevokedData(Contract):
     )
     revoked_by: str | None = Field(None, description="For `revoked` and `released`: who ended it.")
     revoke_reason: str | None = Field(None, description="For `revoked` and `released`: why.")
+    provisioned: bool = Field(
+        True,
+        description="False when the grant was still scheduled (its start not reached): it ended"
+        " before anything was provisioned, so nothing was removed from the target.",
+    )
 
 
 class GrantRevoked(Event):
@@ -100,6 +105,48 @@ class GrantExpire(Event):
     TYPE: ClassVar[str] = "grant.expire"
     type: Literal["grant.expire"] = "grant.expire"
     data: GrantExpireData
+
+
+class GrantStartData(Contract):
+    grant_id: uuid.UUID
+    start_at: datetime = Field(description="The scheduled start: provision the grant then.")
+
+
+class GrantStart(Event):
+    """Command, delivered late through the delay cascade: provision this scheduled grant now.
+
+    A duplicate, or one for a grant that no longer waits (started by the retrier, revoked), is a no-op.
+    """
+
+    TYPE: ClassVar[str] = "grant.start"
+    type: Literal["grant.start"] = "grant.start"
+    data: GrantStartData
+
+
+class GrantExtendedData(Contract):
+    grant_id: uuid.UUID = Field(description="The grant whose window was lengthened.")
+    request_id: uuid.UUID = Field(description="The grant's original request.")
+    extension_request_id: uuid.UUID = Field(description="The approved extension request.")
+    subject: str
+    resource: str
+    role: str
+    previous_expires_at: datetime
+    expires_at: datetime = Field(
+        description="The new end of the window: the later of the previous end and the extension's"
+        " `approved_at + duration`."
+    )
+    extended_at: datetime
+
+
+class GrantExtended(Event):
+    """An approved extension lengthened an active grant; its access stays until the new `expires_at`.
+
+    Published for the extension request (`subject` and `correlation_id` are the extension's request id).
+    """
+
+    TYPE: ClassVar[str] = "grant.extended"
+    type: Literal["grant.extended"] = "grant.extended"
+    data: GrantExtendedData
 
 
 class GrantRevokeFailingData(Contract):
@@ -169,23 +216,3 @@ class GrantRevoke(Event):
     TYPE: ClassVar[str] = "grant.revoke"
     type: Literal["grant.revoke"] = "grant.revoke"
     data: GrantRevokeData
-
-
-class GrantExtendedData(Contract):
-    grant_id: uuid.UUID
-    request_id: uuid.UUID = Field(description="The grant's original request.")
-    extension_request_id: uuid.UUID = Field(description="The approved extension request.")
-    subject: str
-    resource: str
-    role: str
-    previous_expires_at: datetime
-    expires_at: datetime = Field(description="The new end of the window.")
-    extended_at: datetime
-
-
-class GrantExtended(Event):
-    """An approved extension lengthened an active grant; its expiry is rescheduled."""
-
-    TYPE: ClassVar[str] = "grant.extended"
-    type: Literal["grant.extended"] = "grant.extended"
-    data: GrantExtendedData

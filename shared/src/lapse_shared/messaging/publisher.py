@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from urllib.parse import unquote, urlsplit
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange
@@ -10,8 +11,20 @@ from aio_pika.abc import AbstractChannel, AbstractExchange
 from lapse_shared.events.envelope import Event
 
 
-def to_message(event: Event, headers: dict[str, str] | None = None) -> aio_pika.Message:
-    """The AMQP form of an event: JSON body, id and type in the standard properties."""
+def amqp_username(amqp_url: str) -> str:
+    """The user a connection to `amqp_url` logs in as (aio-pika's default when the URL names none)."""
+    username = urlsplit(amqp_url).username
+    return unquote(username) if username else "guest"
+
+
+def to_message(
+    event: Event, headers: dict[str, str] | None = None, *, user_id: str | None = None
+) -> aio_pika.Message:
+    """The AMQP form of an event: JSON body, id and type in the standard properties.
+
+    `user_id` must be the connection's user: RabbitMQ refuses a message whose `user_id` differs,
+    which is what lets a consumer trust it as the publishing principal.
+    """
     return aio_pika.Message(
         body=event.model_dump_json().encode(),
         content_type="application/json",
@@ -22,14 +35,20 @@ def to_message(event: Event, headers: dict[str, str] | None = None) -> aio_pika.
         app_id=event.source,
         timestamp=event.time,
         headers=dict(headers or {}),
+        user_id=user_id,
     )
 
 
 class ConfirmingPublisher:
-    """Publishes raw bodies to named exchanges on one confirm-mode channel."""
+    """Publishes raw bodies to named exchanges on one confirm-mode channel.
 
-    def __init__(self, channel: AbstractChannel) -> None:
+    Every message carries `user_id` (the channel's user, see `amqp_username`): RabbitMQ checks it
+    against the connection, so consumers of commands can tell Lapse's own services from others.
+    """
+
+    def __init__(self, channel: AbstractChannel, *, user_id: str | None = None) -> None:
         self._channel = channel
+        self.user_id = user_id
         self._exchanges: dict[str, AbstractExchange] = {}
 
     async def _exchange(self, name: str) -> AbstractExchange:
@@ -58,10 +77,11 @@ class ConfirmingPublisher:
             type=message_type,
             timestamp=timestamp,
             headers=dict(headers or {}),
+            user_id=self.user_id,
         )
         # aio-pika awaits the broker's confirm on a confirm-mode channel and raises on a nack.
         await (await self._exchange(exchange)).publish(message, routing_key=routing_key)
 
     async def publish(self, event: Event, *, exchange: str, routing_key: str | None = None) -> None:
-        message = to_message(event)
+        message = to_message(event, user_id=self.user_id)
         await (await self._exchange(exchange)).publish(message, routing_key=routing_key or event.type)

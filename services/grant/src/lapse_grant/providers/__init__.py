@@ -67,6 +67,10 @@ class Provider(Protocol):
 
     async def close(self) -> None: ...
 
+    # Optional: `async def extend(target, access)` moves an expiry the target enforces itself
+    # (e.g. a login's VALID UNTIL) to `access.expires_at` when a grant is extended. Providers
+    # whose access lasts until Lapse revokes it need none.
+
 
 async def revoke_all(provider: Provider, target: dict[str, Any], accesses: list[Access]) -> set[uuid.UUID]:
     """Revoke every access on one target, then return the grant ids whose access is still present.

@@ -110,6 +110,21 @@ class PostgresLoginProvider:
             }
         )
 
+    async def extend(self, target: dict[str, Any], access: Access) -> None:
+        """Move the login's VALID UNTIL to the extended `expires_at` (the server enforces it)."""
+        settings = self._settings(target)
+        login = self.login_name(settings, access)
+
+        async def work(conn: asyncpg.Connection) -> None:
+            statement = await conn.fetchval(
+                "SELECT format('ALTER ROLE %I VALID UNTIL %L', $1::text, $2::text)",
+                login,
+                access.expires_at.isoformat(),
+            )
+            await conn.execute(statement)
+
+        await self._pools.run(settings.dsn, work)
+
     async def revoke(self, target: dict[str, Any], access: Access) -> None:
         settings = self._settings(target)
         login = self.login_name(settings, access)

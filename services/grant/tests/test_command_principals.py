@@ -1,0 +1,45 @@
+"""Who may send the grant service commands: the setting, its default, and the check."""
+
+from __future__ import annotations
+
+import pytest
+
+from lapse_grant.config import GrantSettings
+from lapse_grant.consumers import untrusted
+from lapse_shared.messaging.publisher import amqp_username
+
+
+@pytest.mark.parametrize(
+    ("url", "user"),
+    [
+        ("amqp://lapse:secret@rabbit:5672/lapse", "lapse"),
+        ("amqp://svc%40corp:pw@rabbit/", "svc@corp"),
+        ("amqp://rabbit:5672/", "guest"),
+    ],
+)
+def test_the_publishing_user_is_the_user_of_the_amqp_url(url: str, user: str) -> None:
+    assert amqp_username(url) == user
+
+
+def test_by_default_only_the_services_own_user_is_trusted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LAPSE_COMMAND_PRINCIPALS", raising=False)
+    settings = GrantSettings(amqp_url="amqp://lapse:secret@rabbit:5672/lapse")
+    assert settings.trusted_principals() == frozenset({"lapse"})
+
+
+def test_principals_come_from_the_environment_as_a_json_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAPSE_COMMAND_PRINCIPALS", '["lapse-grant", "lapse-request"]')
+    assert GrantSettings().trusted_principals() == frozenset({"lapse-grant", "lapse-request"})
+
+
+def test_untrusted_names_the_principal_and_who_is_allowed() -> None:
+    allowed = frozenset({"lapse"})
+    assert untrusted("lapse", allowed) is None
+    reason = untrusted("billing", allowed)
+    assert reason is not None
+    assert "'billing'" in reason
+    assert "lapse" in reason
+    missing = untrusted(None, allowed)
+    assert missing is not None
+    assert "no AMQP user_id" in missing
+    assert untrusted("", allowed) == missing
