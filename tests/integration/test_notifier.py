@@ -279,6 +279,25 @@ async def test_a_webhook_failing_three_times_is_retried_and_delivered_once(
     assert "SECRET-TOKEN" not in caplog.text
 
 
+async def test_notices_of_one_request_reach_a_webhook_in_order_despite_retries(
+    amqp_url: str, database_url: str, tmp_path: Path, receiver: WebhookReceiver
+) -> None:
+    receiver.behaviours["/ordered"] = Behaviour(fail_first=2)
+    webhooks = [{"name": "ordered", "url": f"{receiver.base_url}/ordered", "format": "json"}]
+    request_id = uuid.uuid4()
+    async with (
+        running_notifier(amqp_url, database_url, tmp_path, webhooks),
+        events_exchange(amqp_url) as exchange,
+    ):
+        await publish(exchange, awaiting_review(request_id, ["dba"]))
+        await publish(exchange, approved(request_id, ["bob"]))
+        got = await receiver.wait_for("/ordered", 4)
+        await asyncio.sleep(0.5)
+    # The approval waited behind the failing review notice instead of overtaking it.
+    assert [r.body["type"] for r in got] == ["request.awaiting_review"] * 3 + ["request.approved"]
+    assert len(receiver.at("/ordered")) == 4
+
+
 async def test_a_dead_webhook_fails_after_max_attempts_while_another_gets_its_notices_promptly(
     amqp_url: str,
     database_url: str,

@@ -78,6 +78,7 @@ class NotifierHost(ServiceHost):
                 poll_seconds=s.notifier_poll_seconds,
             )
             self.dispatchers[webhook.name] = dispatcher
+            self.metrics.start_at_zero(webhook.name)
             self.spawn(dispatcher.run)
         self.spawn(self._housekeeping)
         log.info("notifier started", webhooks=[repr(w) for w in self.webhooks])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+FAILURE_REASONS = ("rejected", "max_attempts", "max_age", "unrenderable")
 # From "in the channel at once" to "an approver saw it an hour late".
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 
@@ -43,3 +44,10 @@ class NotifierMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+
+    def start_at_zero(self, webhook: str) -> None:
+        """Export zeros for a webhook at start, so rate() and alerts see it before its first failure."""
+        self.sent.labels(webhook)
+        self.attempt_errors.labels(webhook)
+        for reason in FAILURE_REASONS:
+            self.failed.labels(webhook, reason)

@@ -72,13 +72,17 @@ async def claim_due(pool: asyncpg.Pool, webhook: str, limit: int, lease_seconds:
     The rows are leased (next_attempt_at pushed past the send timeout) rather than held locked
     while the POST runs: no transaction stays open across the network, and should this replica
     die mid-send, another picks the notice up when the lease ends. SKIP LOCKED lets replicas
-    claim side by side.
+    claim side by side. Notices of one request go out in order: one waits while an earlier one
+    to the same webhook is pending, so a channel never reads the approval before the review.
     """
     rows = await pool.fetch(
         "UPDATE notify.delivery SET attempts = attempts + 1,"
         " next_attempt_at = now() + make_interval(secs => $3)"
         " WHERE id IN (SELECT id FROM notify.delivery"
         "   WHERE webhook = $1 AND state = 'pending' AND next_attempt_at <= now()"
+        "   AND NOT EXISTS (SELECT 1 FROM notify.delivery e WHERE e.webhook = $1"
+        "     AND e.request_id = notify.delivery.request_id AND e.state = 'pending'"
+        "     AND e.id < notify.delivery.id)"
         "   ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED)"
         " RETURNING id, event_id, event_type, request_id, event, attempts, created_at",
         webhook,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Self
@@ -113,7 +114,7 @@ class ConfigError(Exception):
     """The webhook file is missing or wrong; the message says where and what to fix."""
 
 
-def load_webhooks(path: Path, environ: dict[str, str] | None = None) -> list[Webhook]:
+def load_webhooks(path: Path, environ: Mapping[str, str] | None = None) -> list[Webhook]:
     """Read and check the file; raises ConfigError naming the file and the faulty entry."""
     env = os.environ if environ is None else environ
     try:
