@@ -1,7 +1,7 @@
 """A local webhook receiver for `make run`: prints each notice the notifier posts, answers 200.
 
-Listens on 127.0.0.1:8090 (LAPSE_SINK_PORT), so the example notifier configuration posts to
-nothing outside this machine. Standard library only.
+Listens on 127.0.0.1:8090 (LAPSE_SINK_HOST, LAPSE_SINK_PORT), so the example notifier
+configuration posts to nothing outside this machine. Standard library only.
 """
 
 from __future__ import annotations
@@ -49,9 +49,10 @@ class Sink(BaseHTTPRequestHandler):
 
 
 def main() -> None:
+    host = os.environ.get("LAPSE_SINK_HOST", "127.0.0.1")
     port = int(os.environ.get("LAPSE_SINK_PORT", "8090"))
-    server = ThreadingHTTPServer(("127.0.0.1", port), Sink)
-    print(f"webhook sink listening on 127.0.0.1:{port}", file=sys.stderr, flush=True)
+    server = ThreadingHTTPServer((host, port), Sink)
+    print(f"webhook sink listening on {host}:{port}", file=sys.stderr, flush=True)
     server.serve_forever()
 
 
