@@ -7,6 +7,8 @@ export LAPSE_AMQP_URL     ?= amqp://guest:guest@127.0.0.1:5672/
 export LAPSE_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/lapse
 export LAPSE_POLICY_DIR   ?= examples/policies
 export LAPSE_TOKEN_FILE   ?= examples/tokens.yaml
+# The notifier's webhooks; the example posts only to the local sink (examples/webhook_sink.py).
+export LAPSE_NOTIFIER_CONFIG ?= examples/notifier.yaml
 # Seals ephemeral credentials (postgres-login) until fetched. A demo key: set your own anywhere else.
 export LAPSE_CREDENTIALS_KEY ?= 3q2-7wsPzBkGd5qVhPq5Yw9pJ1mS9y0GkXK8nQ0bZ1A=
 
@@ -20,7 +22,8 @@ $(VENV)/.installed: requirements-dev.txt constraints.txt shared/pyproject.toml s
 
 install: $(VENV)/.installed
 
-## Start request (:8080), policy (:8081), grant (:8082) and audit (:8083); Ctrl-C stops all.
+## Start request (:8080), policy (:8081), grant (:8082), audit (:8083), the notifier (:8084) and
+## its local webhook sink (:8090); Ctrl-C stops all.
 ## Each service applies its own migrations at start; the audit checkpoint key is made once in .run/.
 run: install
 	$(BIN)/python examples/demo_target.py

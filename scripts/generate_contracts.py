@@ -1,6 +1,6 @@
 """Write the contract documents other teams build against, generated from the code.
 
-docs/openapi/<service>.json    the HTTP API of each service
+docs/openapi/<service>.json    the HTTP API of each service (and of the notifier)
 docs/asyncapi/<service>.json   what each service consumes and publishes (AsyncAPI 3.0)
 docs/schemas/events/<type>.json  JSON Schema of every event and command
 docs/schemas/policy.json       JSON Schema of a policy file (editors autocomplete with it)
@@ -35,6 +35,8 @@ def _apps() -> dict[str, FastAPI]:
     from lapse_policy.config import PolicySettings
     from lapse_request.app import build as build_request
     from lapse_request.config import RequestSettings
+    from lapse_request.notifier.app import build as build_notifier
+    from lapse_request.notifier.config import NotifierSettings
 
     examples = ROOT / "examples"
     # Fixed values, so the documents do not depend on the environment they are generated in.
@@ -46,6 +48,10 @@ def _apps() -> dict[str, FastAPI]:
         "policy": build_policy(PolicySettings(**common, **tokens)),
         "grant": build_grant(GrantSettings(**common, **tokens)),
         "audit": build_audit(AuditSettings(**broker, **tokens)),
+        # The approver notifier, a process of the request distribution with its own contract.
+        "notifier": build_notifier(
+            NotifierSettings(**broker, **tokens, notifier_config=examples / "notifier.yaml")
+        ),
     }
 
 

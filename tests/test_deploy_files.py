@@ -188,3 +188,37 @@ def test_compose_policy_dsn_points_at_the_compose_postgres() -> None:
             was.port,
             was.path,
         ), name
+
+
+# --- the approver notifier
+
+
+def test_compose_notifier_reads_a_valid_webhook_file_posting_to_the_sink() -> None:
+    from lapse_request.notifier.webhooks import load_webhooks
+
+    services = _compose()["services"]
+    notifier = services["notifier"]
+    mounted = notifier["environment"]["LAPSE_NOTIFIER_CONFIG"]
+    assert f"./deploy/compose/notifier.yaml:{mounted}:ro" in notifier["volumes"]
+    assert notifier["command"] == ["python", "-m", "lapse_request.notifier"]
+    assert str(notifier["environment"]["LAPSE_HTTP_PORT"]) == "8084"
+    assert "test" in notifier["healthcheck"]
+    hooks = load_webhooks(ROOT / "deploy" / "compose" / "notifier.yaml", {})
+    assert {h.host for h in hooks} == {"webhook-sink"}
+    assert "webhook-sink" in services
+
+
+def test_k8s_notifier_file_is_valid_with_the_secret_it_names(tmp_path: Path) -> None:
+    from lapse_request.notifier.webhooks import load_webhooks
+
+    documents = {(d["kind"], d["metadata"]["name"]): d for _, d in _k8s_documents()}
+    config = documents[("ConfigMap", "lapse-notifier")]["data"]["notifier.yaml"]
+    secret = documents[("Secret", "lapse-notifier-webhooks")]["stringData"]
+    deployment = documents[("Deployment", "lapse-notifier")]
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert {"secretRef": {"name": "lapse-notifier-webhooks"}} in container["envFrom"]
+    assert ("Service", "lapse-notifier") in documents
+    path = tmp_path / "notifier.yaml"
+    path.write_text(config, encoding="utf-8")
+    hooks = load_webhooks(path, secret)
+    assert [h.name for h in hooks] == ["dba-slack", "security-teams"]

@@ -1,0 +1,3 @@
+from lapse_request.notifier.app import main
+
+main()
