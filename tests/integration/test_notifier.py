@@ -56,6 +56,7 @@ async def running_notifier(
         "notifier_backoff_seconds": 0.05,
         "notifier_backoff_max_seconds": 0.2,
         "notifier_poll_seconds": 0.2,
+        "token_file": Path(__file__).resolve().parents[2] / "examples" / "tokens.yaml",
     }
     app = build(
         NotifierSettings(

@@ -16,7 +16,7 @@ from lapse_request.notifier.config import NotifierSettings
 from lapse_request.notifier.dispatcher import RetryPolicy, WebhookDispatcher
 from lapse_request.notifier.metrics import NotifierMetrics
 from lapse_request.notifier.webhooks import ConfigError, Webhook, load_webhooks
-from lapse_shared.http.identity import StaticTokenAuthenticator
+from lapse_shared.http.authenticators import build_authenticator
 from lapse_shared.logging import configure_logging
 from lapse_shared.messaging.consumer import build_broker
 from lapse_shared.service import ServiceHost, create_app, serve
@@ -115,7 +115,7 @@ def build(settings: NotifierSettings) -> FastAPI:
     )
     app.include_router(api.router)
     app.state.metrics = host.metrics
-    app.state.authenticator = StaticTokenAuthenticator.from_file(settings.token_file)
+    app.state.authenticator = build_authenticator(settings)
     app.state.metrics_groups = set(settings.metrics_groups)
     return app
 

@@ -13,8 +13,6 @@ class NotifierSettings(ServiceSettings):
     # LAPSE_NOTIFIER_CONFIG: the YAML file listing the webhooks (see examples/notifier.yaml).
     # Required: a notifier that silently tells nobody is worse than one that refuses to start.
     notifier_config: Path
-    # Static bearer tokens: only /metrics needs one.
-    token_file: Path = Path("examples/tokens.yaml")
     # Who may read /metrics (give Prometheus a token in one of these groups).
     metrics_groups: list[str] = ["monitoring", "lapse-admins"]
     # Attempts of one notice before it is marked failed (the first try included).
