@@ -164,7 +164,7 @@ def _access_management(kind: str, data: dict[str, Any], principal: str | None) -
     }
     if kind == "grant.failed":
         body |= {"status_id": _FAILURE, "status_detail": _text(data.get("reason")), "severity_id": _LOW}
-    if kind == "grant.revoked" and data.get("cause") == "revoked":
+    if kind == "grant.revoked" and data.get("cause") in ("revoked", "released"):
         body["actor"] = {"user": _user(data.get("revoked_by"))}
         body["status_detail"] = _text(data.get("revoke_reason"))
     return body
@@ -180,6 +180,8 @@ def _api_activity(kind: str, event: dict[str, Any], data: dict[str, Any]) -> dic
         reviewer = reviewer.get("subject")
     if kind == "request.reviewed":
         actor_user = _user(reviewer)
+    elif kind == "request.cancelled":
+        actor_user = _user(data.get("cancelled_by"))
     body: dict[str, Any] = {
         "actor": {"user": actor_user, "app_name": service},
         "api": {"operation": kind, "service": {"name": service}},
