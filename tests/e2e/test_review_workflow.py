@@ -102,6 +102,29 @@ async def test_review_release_and_listing(workflow: ServiceProcesses, pg_target:
         )
         assert [r["id"] for r in mine.json()["items"]] == [request_id]
 
+        # More time: a new request linked to the grant, reviewed like any other.
+        asked = await client.post(
+            base + f"/v1/requests/{request_id}/extensions",
+            headers=auth(ALICE),
+            json={"duration": "PT20M", "reason": "still digging"},
+        )
+        assert asked.status_code == 202, asked.text
+        extension = asked.json()
+        assert extension["extends_grant_id"] == active["grant"]["id"]
+        await wait_for(lambda: _has_review(client, workflow, extension["id"]), 15, "the extension's review")
+        approve_extension = await client.post(
+            base + f"/v1/requests/{extension['id']}/reviews",
+            headers=auth(BOB),
+            json={"verdict": "approve", "comment": "ok, 20 more minutes"},
+        )
+        assert approve_extension.status_code == 200, approve_extension.text
+        extended = await until_state(client, workflow, extension["id"], "active")
+        assert extended["grant"]["id"] == active["grant"]["id"]
+        new_end = datetime.fromisoformat(extended["grant"]["expires_at"])
+        assert new_end > expires_at
+        original = await get(client, workflow, request_id)
+        assert datetime.fromisoformat(original["grant"]["expires_at"]) == new_end
+
         forbidden = await client.post(base + f"/v1/requests/{request_id}/release", headers=auth(BOB))
         assert forbidden.status_code == 403
         released = await client.post(
@@ -111,6 +134,8 @@ async def test_review_release_and_listing(workflow: ServiceProcesses, pg_target:
         ended = await until_state(client, workflow, request_id, "ended")
         assert ended["grant"]["revoked_at"] is not None
         assert not await pg_target.has_membership("alice")
+        # The extension rode on the grant: it ends with it.
+        assert (await get(client, workflow, extension["id"]))["state"] == "ended"
 
 
 async def test_deny_cancel_and_pagination(workflow: ServiceProcesses, pg_target: PgTarget) -> None:

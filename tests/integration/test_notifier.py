@@ -34,6 +34,7 @@ from lapse_shared.events import (
 from lapse_shared.messaging.topology import EVENTS
 from tests.webhook_receiver import Behaviour, WebhookReceiver
 
+TOKENS = Path(__file__).resolve().parents[2] / "examples" / "tokens.yaml"
 pytestmark = pytest.mark.integration
 
 PUBLIC_URL = "https://lapse.example.test"
@@ -56,7 +57,7 @@ async def running_notifier(
         "notifier_backoff_seconds": 0.05,
         "notifier_backoff_max_seconds": 0.2,
         "notifier_poll_seconds": 0.2,
-        "token_file": Path(__file__).resolve().parents[2] / "examples" / "tokens.yaml",
+        "token_file": TOKENS,
     }
     app = build(
         NotifierSettings(
