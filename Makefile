@@ -9,6 +9,8 @@ export LAPSE_POLICY_DIR   ?= examples/policies
 export LAPSE_TOKEN_FILE   ?= examples/tokens.yaml
 # The notifier's webhooks; the example posts only to the local sink (examples/webhook_sink.py).
 export LAPSE_NOTIFIER_CONFIG ?= examples/notifier.yaml
+# The demo broker user may submit requests for others over AMQP (request.submit commands).
+export LAPSE_SUBMIT_PRINCIPALS ?= ["guest"]
 # Seals ephemeral credentials (postgres-login) until fetched. A demo key: set your own anywhere else.
 export LAPSE_CREDENTIALS_KEY ?= 3q2-7wsPzBkGd5qVhPq5Yw9pJ1mS9y0GkXK8nQ0bZ1A=
 
