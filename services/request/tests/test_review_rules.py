@@ -3,6 +3,7 @@ stages complete in order with distinct approvers, and the request ends where it 
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,6 +15,8 @@ from lapse_shared.catalogue import Catalogue, Resource
 from lapse_shared.events import (
     ApprovalRequirement,
     ApprovalStage,
+    GrantActivatedData,
+    GrantRevoke,
     Outcome,
     PolicyDecided,
     PolicyDecidedData,
@@ -247,3 +250,73 @@ def test_a_start_in_the_past_or_too_far_ahead_is_refused(start: datetime, messag
             now=T0,
             start_at=start,
         )
+
+
+def break_glass_active() -> AccessRequest:
+    request = domain.submit(
+        CATALOGUE,
+        requester="olga",
+        groups=["oncall"],
+        resource="orders-db",
+        role="rw",
+        duration=timedelta(minutes=30),
+        reason="INC-9: orders double charged",
+        now=T0,
+        break_glass=True,
+    )
+    data = PolicyDecidedData(
+        request_id=request.id,
+        outcome=Outcome.APPROVE,
+        rule="oncall-break-glass",
+        reasons=["break-glass"],
+        effective_duration_seconds=1800,
+        policy_version="v1",
+        break_glass=True,
+        review_after=ApprovalRequirement(
+            stages=[ApprovalStage(approvals=1, groups=["security"])], excluded_approvers=["olga"]
+        ),
+    )
+    domain.apply_decision(
+        request, data, PolicyDecided.create(source="t", request_id=request.id, data=data), T0
+    )
+    assert request.state is State.APPROVED
+    domain.apply_grant_activated(
+        request,
+        GrantActivatedData(
+            grant_id=uuid.uuid4(),
+            request_id=request.id,
+            subject="olga",
+            resource="orders-db",
+            role="rw",
+            granted_at=T0,
+            expires_at=T0 + timedelta(minutes=30),
+        ),
+        T0,
+    )
+    return request
+
+
+def test_break_glass_is_reviewed_after_the_fact_and_security_is_asked_at_approval() -> None:
+    request = break_glass_active()
+    asked = [e for e in request.events if isinstance(e, RequestAwaitingReview)]
+    assert [a.data.approver_groups for a in asked] == [["security"]]
+    assert request.awaiting_review
+    assert request.review_groups == ["security"]
+    assert refused(request, who("olga", "security")).status == 403  # not her own
+    domain.review(request, reviewer=who("sam", "security"), verdict=APPROVE, comment="justified", now=T0)
+    assert request.state is State.ACTIVE
+    assert not request.awaiting_review
+    assert request.commands[-1][0].type == "request.expire"  # nothing revoked
+
+
+def test_a_rejected_break_glass_review_revokes_the_access() -> None:
+    request = break_glass_active()
+    request.commands.clear()
+    domain.review(request, reviewer=who("sam", "security"), verdict=DENY, comment="no incident", now=T0)
+    ((command, due_at),) = request.commands
+    assert isinstance(command, GrantRevoke)
+    assert command.data.grant_id == request.grant_id
+    assert command.data.actor == "sam"
+    assert "no incident" in command.data.reason
+    assert due_at is None
+    assert not request.awaiting_review

@@ -19,10 +19,9 @@ from lapse_request.review import (
     approvals_in,
     current_stage,
     eligible_groups,
-    requirement_of,
 )
 from lapse_shared.durations import Duration
-from lapse_shared.events import Outcome, ReviewVerdict
+from lapse_shared.events import ReviewVerdict
 from lapse_shared.http.identity import CurrentIdentity, Identity
 from lapse_shared.http.problems import PROBLEM_RESPONSES, FieldError, ProblemError, problem_responses
 
@@ -88,6 +87,10 @@ class StageView(BaseModel):
 
 
 class ReviewStatusView(BaseModel):
+    after_the_fact: bool = Field(
+        False,
+        description="Break-glass: approved at once; this review follows the access (a deny revokes it).",
+    )
     current_stage: int | None = Field(description="Stage collecting approvals now; null when none.")
     stages: list[StageView]
     self_approval_allowed: bool
@@ -162,11 +165,12 @@ class RequestView(BaseModel):
 
 
 def _review_status(r: AccessRequest) -> ReviewStatusView | None:
-    if r.decision is None or r.decision.get("outcome") != Outcome.REVIEW.value:
+    requirement = r.requirement()
+    if requirement is None:
         return None
-    requirement = requirement_of(r.decision)
     return ReviewStatusView(
-        current_stage=current_stage(requirement, r.reviews) if r.state is State.PENDING else None,
+        after_the_fact=r.after_the_fact,
+        current_stage=current_stage(requirement, r.reviews) if r.awaiting_review else None,
         stages=[
             StageView(
                 name=stage.name,

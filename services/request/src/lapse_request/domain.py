@@ -26,6 +26,7 @@ from lapse_request.review import (
 )
 from lapse_shared.catalogue import Catalogue
 from lapse_shared.events import (
+    ApprovalRequirement,
     Event,
     GrantActivatedData,
     GrantExtendedData,
@@ -127,26 +128,47 @@ class AccessRequest:
     def approvers(self) -> list[str]:
         return [r.reviewer for r in self.reviews if r.verdict is ReviewVerdict.APPROVE]
 
+    def requirement(self) -> ApprovalRequirement | None:
+        """The approval this request asks of reviewers, if any: the `review` decision's, or for
+        break-glass access the after-the-fact review (`review_after`) the policy requires."""
+        if self.decision is None:
+            return None
+        if self.decision.get("outcome") == Outcome.REVIEW.value:
+            return requirement_of(self.decision)
+        if self.decision.get("break_glass") and self.decision.get("review_after"):
+            return ApprovalRequirement.model_validate(self.decision["review_after"])
+        return None
+
+    @property
+    def after_the_fact(self) -> bool:
+        """Break-glass: approved at once, reviewed afterwards."""
+        return self.decision is not None and self.decision.get("outcome") == Outcome.APPROVE.value
+
     @property
     def awaiting_review(self) -> bool:
-        return (
-            self.state is State.PENDING
-            and self.decision is not None
-            and self.decision.get("outcome") == Outcome.REVIEW.value
-        )
+        requirement = self.requirement()
+        if requirement is None or current_stage(requirement, self.reviews) is None:
+            return False
+        if self.after_the_fact:
+            # Reviewed while the access lasts and after; a denial already given ends the review.
+            return self.state in (State.APPROVED, State.ACTIVE, State.ENDED, State.FAILED) and not any(
+                r.verdict is ReviewVerdict.DENY for r in self.reviews
+            )
+        return self.state is State.PENDING
 
     @property
     def review_groups(self) -> list[str]:
         """Who may review it now (`*`: anyone but the excluded); empty unless awaiting review."""
-        if not self.awaiting_review or self.decision is None:
+        requirement = self.requirement()
+        if not self.awaiting_review or requirement is None:
             return []
-        return may_review_groups(requirement_of(self.decision), self.reviews)
+        return may_review_groups(requirement, self.reviews)
 
     def stage_groups(self) -> set[str]:
         """Every approver group of every stage: their members may see the request."""
-        if self.decision is None or self.decision.get("outcome") != Outcome.REVIEW.value:
+        requirement = self.requirement()
+        if requirement is None:
             return set()
-        requirement = requirement_of(self.decision)
         return {g for i in range(len(requirement.stages)) for g in eligible_groups(requirement, i)}
 
 
@@ -270,6 +292,8 @@ def apply_decision(request: AccessRequest, decision: PolicyDecidedData, cause: E
     request.updated_at = now
     if decision.outcome is Outcome.APPROVE:
         _approve(request, now, cause)
+        if request.awaiting_review:
+            _ask_stage(request, 0, cause)  # break-glass: its after-the-fact reviewers are told now
     elif decision.outcome is Outcome.DENY:
         _deny(request, decision.reasons, cause)
     else:
@@ -330,7 +354,8 @@ def _deny(request: AccessRequest, reasons: list[str], cause: Event) -> None:
 def _ask_stage(request: AccessRequest, stage: int, cause: Event) -> None:
     assert request.decision is not None
     assert request.pending_until is not None
-    requirement = requirement_of(request.decision)
+    requirement = request.requirement()
+    assert requirement is not None
     needed = requirement.stages[stage].approvals - len(set(approvals_in(request.reviews, stage)))
     request.events.append(
         RequestAwaitingReview.create(
@@ -368,11 +393,11 @@ def review(
 
     Raises `ReviewRefused` (403: ineligible, 409: nothing to review) with the reason.
     """
-    if not request.awaiting_review or request.decision is None:
-        if request.state is State.PENDING:
+    requirement = request.requirement()
+    if not request.awaiting_review or request.decision is None or requirement is None:
+        if request.state is State.PENDING and request.decision is None:
             raise ReviewRefused(409, "The policy has not decided this request yet; try again shortly.")
-        raise ReviewRefused(409, f"The request is {request.state.value}; only pending requests are reviewed.")
-    requirement = requirement_of(request.decision)
+        raise ReviewRefused(409, f"The request is {request.state.value} and awaits no review.")
     stage = check_reviewer(
         requirement,
         request.reviews,
@@ -402,6 +427,29 @@ def review(
         ),
     )
     request.events.append(event)
+    if request.after_the_fact:
+        if verdict is ReviewVerdict.DENY and request.state is State.ACTIVE and request.grant_id:
+            # The emergency access was not justified: it ends now (the kill switch, cause revoked).
+            request.commands.append(
+                (
+                    GrantRevoke.create(
+                        source=SOURCE,
+                        request_id=request.id,
+                        cause=event,
+                        data=GrantRevokeData(
+                            grant_id=request.grant_id,
+                            reason=f"break-glass access rejected by {reviewer.subject}: {done.comment}",
+                            actor=reviewer.subject,
+                        ),
+                    ),
+                    None,
+                )
+            )
+        elif verdict is ReviewVerdict.APPROVE:
+            following = current_stage(requirement, request.reviews)
+            if following is not None and following != stage:
+                _ask_stage(request, following, event)
+        return done
     if verdict is ReviewVerdict.DENY:
         _deny(request, [f"denied by {reviewer.subject}: {done.comment}"], event)
         return done

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from lapse_request import domain, repository
 from lapse_request.domain import SOURCE, AccessRequest, State, SubmissionRejected
-from lapse_request.review import ReviewRefused, check_reviewer, requirement_of
+from lapse_request.review import ReviewRefused, check_reviewer
 from lapse_shared.catalogue import CatalogueSource
 from lapse_shared.db import inbox, outbox
 from lapse_shared.events import (
@@ -403,11 +403,12 @@ class RequestHandlers:
 
 def may_review_now(request: AccessRequest, identity: Identity) -> bool:
     """Whether `identity` could review `request` now: the review endpoint's own check."""
-    if not request.awaiting_review or request.decision is None:
+    requirement = request.requirement()
+    if not request.awaiting_review or request.decision is None or requirement is None:
         return False
     try:
         check_reviewer(
-            requirement_of(request.decision),
+            requirement,
             request.reviews,
             requester=request.requester,
             reviewer=identity,

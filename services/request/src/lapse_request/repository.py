@@ -163,7 +163,7 @@ async def search(conn: asyncpg.Connection, q: Query) -> tuple[list[AccessRequest
         # Candidates only: eligibility (exclusions, self-approval, earlier reviews) is checked
         # again by the caller with the same rules the review endpoint applies.
         where.append(
-            f"state = 'pending' AND review_groups && {arg(sorted(groups | {ANYONE}))}::text[]"
+            f"review_groups && {arg(sorted(groups | {ANYONE}))}::text[]"
             f" AND NOT ({arg(subject)} = ANY(reviewers))"
         )
     if q.viewer is not None:

@@ -21,5 +21,6 @@ UPDATE request.requests SET pending_until = created_at + interval '24 hours' WHE
 -- Listing walks (created_at, id) backwards with a keyset cursor.
 CREATE INDEX requests_created ON request.requests (created_at DESC, id DESC);
 CREATE INDEX requests_pending_until ON request.requests (pending_until) WHERE state = 'pending';
-CREATE INDEX requests_review_groups ON request.requests USING gin (review_groups) WHERE state = 'pending';
+-- Non-empty only while a review (pending, or a break-glass review after the fact) is open.
+CREATE INDEX requests_review_groups ON request.requests USING gin (review_groups) WHERE review_groups <> '{}';
 CREATE INDEX requests_grant ON request.requests (grant_id) WHERE grant_id IS NOT NULL;
