@@ -30,7 +30,7 @@ def stdout() -> Console:
 
 
 def stderr() -> Console:
-    return Console(file=sys.stderr, highlight=False)
+    return Console(file=sys.stderr, width=None if sys.stderr.isatty() else 200, highlight=False)
 
 
 def print_json(document: Any) -> None:
@@ -124,8 +124,18 @@ def status_line(view: dict[str, Any]) -> str:
     return str(current)
 
 
+def length(seconds: int) -> str:
+    """A duration the way people type it: 10m, 1h30m, 2d."""
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or "0s"
+
+
 def what(view: dict[str, Any]) -> str:
-    return f"{view['role']} on {view['resource']} for {view['duration']}"
+    return f"{view['role']} on {view['resource']} for {length(view['duration_seconds'])}"
 
 
 def requests_table(items: list[dict[str, Any]], *, grants: bool = False) -> Table:
@@ -153,7 +163,7 @@ def requests_table(items: list[dict[str, Any]], *, grants: bool = False) -> Tabl
         else:
             created = parse_time(view["created_at"])
             assert created is not None
-            row += [view["duration"], relative(created), escape(status_line(view))]
+            row += [length(view["duration_seconds"]), relative(created), escape(status_line(view))]
         table.add_row(*row)
     return table
 

@@ -38,6 +38,16 @@ def _submitted(view: dict[str, Any], *, wait: bool, timeout: str, as_json: bool,
     out.print(f"  follow it: lapse wait {view['id']}   or: lapse show {view['id']}")
 
 
+def _start(value: str) -> str:
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        raise Failure(
+            f"--start: {value!r} is not an ISO 8601 time, e.g. 2026-11-25T18:00", Exit.USAGE
+        ) from None
+    return (at if at.tzinfo else at.astimezone()).isoformat()
+
+
 @handled
 def request(
     resource: Annotated[str, typer.Argument(help="Catalogue name of the resource, e.g. orders-db.")],
@@ -48,11 +58,9 @@ def request(
     ],
     ticket: Annotated[str | None, typer.Option("--ticket", help="Change or incident ticket.")] = None,
     start: Annotated[
-        datetime | None,
+        str | None,
         typer.Option(
-            "--start",
-            help="Scheduled start, ISO 8601 (local time unless an offset is given).",
-            formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M%z", "%Y-%m-%dT%H:%M"],
+            "--start", metavar="ISO", help="Scheduled start, ISO 8601 (local time unless it has an offset)."
         ),
     ] = None,
     break_glass: Annotated[
@@ -71,7 +79,7 @@ def request(
     if break_glass:
         body["break_glass"] = True
     if start is not None:
-        body["start_at"] = (start if start.tzinfo else start.astimezone()).isoformat()
+        body["start_at"] = _start(start)
     with api() as client:
         _submitted(
             client.post("/v1/requests", body), wait=wait, timeout=timeout, as_json=as_json, client=client
