@@ -163,7 +163,8 @@ def requests_table(items: list[dict[str, Any]], *, grants: bool = False) -> Tabl
         else:
             created = parse_time(view["created_at"])
             assert created is not None
-            row += [length(view["duration_seconds"]), relative(created), escape(status_line(view))]
+            status = status_line(view).removeprefix(f"{view['state']}: ")
+            row += [length(view["duration_seconds"]), relative(created), escape(status)]
         table.add_row(*row)
     return table
 
