@@ -61,6 +61,7 @@ def services(
 REVIEW_ALICE = "alice-review-token-00000"  # developers: asks
 REVIEW_BOB = "bob-review-token-0000000"  # dba: approves
 REVIEW_DAVE = "dave-review-token-000000"  # developers: may not approve
+REVIEW_SAM = "sam-review-token-0000000"  # lapse-admins: the kill switch
 
 
 def auth(token: str) -> dict[str, str]:
@@ -103,6 +104,7 @@ def workflow(
                     {"token": REVIEW_ALICE, "subject": "alice", "groups": ["developers"]},
                     {"token": REVIEW_BOB, "subject": "bob", "groups": ["dba"]},
                     {"token": REVIEW_DAVE, "subject": "dave", "groups": ["developers"]},
+                    {"token": REVIEW_SAM, "subject": "sam", "groups": ["lapse-admins"]},
                 ]
             }
         )

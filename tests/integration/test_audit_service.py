@@ -248,6 +248,19 @@ async def test_query_filters_paginate_and_export_resumes_from_its_cursor(
         forbidden = await client.get("/v1/audit", headers={"Authorization": f"Bearer {DEVELOPER}"})
         assert forbidden.status_code == 403
 
+        # A requester (not an auditor) reads her own request's events, and nobody else's.
+        developer = {"Authorization": f"Bearer {DEVELOPER}"}
+        own = await client.get("/v1/audit", params={"request_id": alice[0]["subject"]}, headers=developer)
+        assert own.status_code == 200, own.text
+        assert [e["event_id"] for e in own.json()["entries"]] == [e["id"] for e in alice]
+        others = await client.get("/v1/audit", params={"request_id": bob[0]["subject"]}, headers=developer)
+        assert others.status_code == 403
+        assert "their own request" in others.json()["detail"]
+        unknown = await client.get("/v1/audit", params={"request_id": str(uuid.uuid4())}, headers=developer)
+        assert unknown.status_code == 403
+        by_person = await client.get("/v1/audit", params={"subject": "alice"}, headers=developer)
+        assert by_person.status_code == 403
+
         await handlers(audit).checkpoint()
         lines = [
             json.loads(x) for x in (await client.get("/v1/audit/export", headers=auth)).text.splitlines()

@@ -84,20 +84,48 @@ class PublicKey(BaseModel):
     pem: str = Field(description="The same key as PEM (SubjectPublicKeyInfo).")
 
 
+def _handlers(request: Request) -> AuditHandlers:
+    handlers: AuditHandlers = request.app.state.handlers
+    return handlers
+
+
+async def _reader_of_request(
+    request: Request, identity: Identity, request_id: uuid.UUID | None
+) -> AuditHandlers:
+    """An auditor, or the requester reading the events of their own request (`lapse show`).
+
+    Who asked is read from the trail itself (the `request.submitted` entry's principal), so the
+    audit service needs no call to the request service. Another person's request, or one not yet
+    recorded, gets the same 403 as no request id at all: ids cannot be probed.
+    """
+    if identity.in_any(request.app.state.auditor_groups):
+        return _handlers(request)
+    if request_id is not None and await _handlers(request).requester_of(str(request_id)) == identity.subject:
+        return _handlers(request)
+    raise ProblemError(
+        403,
+        "forbidden",
+        "Forbidden",
+        "Reading the audit trail needs membership in an auditor group;"
+        " a requester may read only their own request's events (give its request_id).",
+    )
+
+
 def _auditor(request: Request, identity: Identity) -> AuditHandlers:
     if not identity.in_any(request.app.state.auditor_groups):
         raise ProblemError(
             403, "forbidden", "Forbidden", "Reading the audit trail needs membership in an auditor group."
         )
-    handlers: AuditHandlers = request.app.state.handlers
-    return handlers
+    return _handlers(request)
 
 
 @router.get(
     "",
     response_model=AuditTrail,
     summary="Search the trail: by request, correlation id, subject, resource, type, time; in chain order.",
-    responses=_FORBIDDEN,
+    description="Auditors may search the whole trail. The requester of a request may read that"
+    " request's own events: pass its `request_id` (the other filters then narrow within it).",
+    responses={403: PROBLEM_RESPONSES[401] | {"description": "Not an auditor, nor the request's requester."}},
 )
 async def audit_trail(
     request: Request,
@@ -129,7 +157,7 @@ async def audit_trail(
         until=until,
         after_seq=cursor,
     )
-    entries = await _auditor(request, identity).query(filters, limit)
+    entries = await (await _reader_of_request(request, identity, request_id)).query(filters, limit)
     return AuditTrail(
         request_id=request_id,
         entries=[AuditEntry.model_validate(e) for e in entries],

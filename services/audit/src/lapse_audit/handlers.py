@@ -59,6 +59,10 @@ class AuditHandlers:
             rows = await repository.for_request(conn, request_id, limit)
         return [{**json.loads(r["entry"]), "hash": r["hash"]} for r in rows]
 
+    async def requester_of(self, request_id: str) -> str | None:
+        async with self._pool().acquire() as conn:
+            return await repository.requester_of(conn, request_id)
+
     async def query(self, filters: Filters, limit: int) -> list[dict[str, Any]]:
         async with self._pool().acquire() as conn:
             rows = await repository.query(conn, filters, limit)

@@ -132,6 +132,16 @@ async def for_request(conn: asyncpg.Connection, request_id: str, limit: int) -> 
     return rows
 
 
+async def requester_of(conn: asyncpg.Connection, request_id: str) -> str | None:
+    """Who submitted the request: the principal of its `request.submitted` entry, if recorded yet."""
+    principal: str | None = await conn.fetchval(
+        "SELECT principal FROM audit.log WHERE subject = $1 AND type = 'request.submitted'"
+        " ORDER BY seq LIMIT 1",
+        request_id,
+    )
+    return principal
+
+
 @dataclass(frozen=True)
 class Filters:
     request_id: str | None = None

@@ -6,7 +6,7 @@ import time
 
 from fastapi import FastAPI
 
-from lapse_request import api, consumers
+from lapse_request import api, consumers, whoami
 from lapse_request.config import RequestSettings
 from lapse_request.handlers import RequestHandlers, WorkflowRules
 from lapse_request.repository import SCHEMA
@@ -57,6 +57,7 @@ def build(settings: RequestSettings) -> FastAPI:
         " lapses.",
     )
     app.include_router(api.router)
+    app.include_router(whoami.router)
     app.state.handlers = host.handlers
     app.state.authenticator = build_authenticator(settings)
     app.state.reader_groups = set(settings.reader_groups)
