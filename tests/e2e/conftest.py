@@ -19,23 +19,19 @@ MONITOR = "monitor-e2e-token-00000"
 CREDENTIALS_KEY = "kD3pXq6f0bq1D2T9mYj6n8Zt0Hc8q6oV4m7yqB8u0nE="
 
 
-@pytest.fixture
-def services(
-    tmp_path: Path, amqp_url: str, database_url: str, pg_target: PgTarget
+def running(
+    tmp_path: Path,
+    amqp_url: str,
+    database_url: str,
+    policy_dir: Path,
+    tokens: list[tuple[str, str, list[str]]],
+    **env: str,
 ) -> Iterator[ServiceProcesses]:
-    policy_dir = pg_target.write_policy_dir(tmp_path / "policies")
+    """The four services on this test's broker vhost and database, with these (token, subject,
+    groups) and settings; stopped afterwards."""
     token_file = tmp_path / "tokens.yaml"
     token_file.write_text(
-        yaml.safe_dump(
-            {
-                "tokens": [
-                    {"token": ALICE, "subject": "alice", "groups": ["developers"]},
-                    {"token": AUDITOR, "subject": "audrey", "groups": ["auditors"]},
-                    {"token": ADMIN, "subject": "sam", "groups": ["lapse-admins"]},
-                    {"token": MONITOR, "subject": "prometheus", "groups": ["monitoring"]},
-                ]
-            }
-        )
+        yaml.safe_dump({"tokens": [{"token": t, "subject": s, "groups": g} for t, s, g in tokens]})
     )
     procs = ServiceProcesses(
         env={
@@ -43,9 +39,7 @@ def services(
             "LAPSE_DATABASE_URL": database_url,
             "LAPSE_POLICY_DIR": str(policy_dir),
             "LAPSE_TOKEN_FILE": str(token_file),
-            "LAPSE_SWEEP_INTERVAL_SECONDS": "1",
-            "LAPSE_SWEEP_GRACE_SECONDS": "3",
-            "LAPSE_CREDENTIALS_KEY": CREDENTIALS_KEY,
+            **env,
         },
         log_dir=tmp_path,
     )
@@ -54,6 +48,27 @@ def services(
         yield procs
     finally:
         procs.stop_all()
+
+
+@pytest.fixture
+def services(
+    tmp_path: Path, amqp_url: str, database_url: str, pg_target: PgTarget
+) -> Iterator[ServiceProcesses]:
+    yield from running(
+        tmp_path,
+        amqp_url,
+        database_url,
+        pg_target.write_policy_dir(tmp_path / "policies"),
+        [
+            (ALICE, "alice", ["developers"]),
+            (AUDITOR, "audrey", ["auditors"]),
+            (ADMIN, "sam", ["lapse-admins"]),
+            (MONITOR, "prometheus", ["monitoring"]),
+        ],
+        LAPSE_SWEEP_INTERVAL_SECONDS="1",
+        LAPSE_SWEEP_GRACE_SECONDS="3",
+        LAPSE_CREDENTIALS_KEY=CREDENTIALS_KEY,
+    )
 
 
 # The review workflow: a rule that needs one DBA's approval, and one that lets the broker's
@@ -96,31 +111,16 @@ def workflow(
             }
         )
     )
-    token_file = tmp_path / "tokens.yaml"
-    token_file.write_text(
-        yaml.safe_dump(
-            {
-                "tokens": [
-                    {"token": REVIEW_ALICE, "subject": "alice", "groups": ["developers"]},
-                    {"token": REVIEW_BOB, "subject": "bob", "groups": ["dba"]},
-                    {"token": REVIEW_DAVE, "subject": "dave", "groups": ["developers"]},
-                    {"token": REVIEW_SAM, "subject": "sam", "groups": ["lapse-admins"]},
-                ]
-            }
-        )
+    yield from running(
+        tmp_path,
+        amqp_url,
+        database_url,
+        policy_dir,
+        [
+            (REVIEW_ALICE, "alice", ["developers"]),
+            (REVIEW_BOB, "bob", ["dba"]),
+            (REVIEW_DAVE, "dave", ["developers"]),
+            (REVIEW_SAM, "sam", ["lapse-admins"]),
+        ],
+        LAPSE_SUBMIT_PRINCIPALS='["guest"]',
     )
-    procs = ServiceProcesses(
-        env={
-            "LAPSE_AMQP_URL": amqp_url,
-            "LAPSE_DATABASE_URL": database_url,
-            "LAPSE_POLICY_DIR": str(policy_dir),
-            "LAPSE_TOKEN_FILE": str(token_file),
-            "LAPSE_SUBMIT_PRINCIPALS": '["guest"]',
-        },
-        log_dir=tmp_path,
-    )
-    try:
-        procs.start_all()
-        yield procs
-    finally:
-        procs.stop_all()

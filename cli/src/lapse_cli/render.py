@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from lapse_shared.durations import format_short
+
 STATE_STYLE = {
     "pending": "yellow",
     "approved": "cyan",
@@ -124,18 +126,8 @@ def status_line(view: dict[str, Any]) -> str:
     return str(current)
 
 
-def length(seconds: int) -> str:
-    """A duration the way people type it: 10m, 1h30m, 2d."""
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        count, seconds = divmod(seconds, size)
-        if count:
-            parts.append(f"{count}{unit}")
-    return "".join(parts) or "0s"
-
-
 def what(view: dict[str, Any]) -> str:
-    return f"{view['role']} on {view['resource']} for {length(view['duration_seconds'])}"
+    return f"{view['role']} on {view['resource']} for {format_short(view['duration_seconds'])}"
 
 
 def requests_table(items: list[dict[str, Any]], *, grants: bool = False) -> Table:
@@ -164,7 +156,7 @@ def requests_table(items: list[dict[str, Any]], *, grants: bool = False) -> Tabl
             created = parse_time(view["created_at"])
             assert created is not None
             status = status_line(view).removeprefix(f"{view['state']}: ")
-            row += [length(view["duration_seconds"]), relative(created), escape(status)]
+            row += [format_short(view["duration_seconds"]), relative(created), escape(status)]
         table.add_row(*row)
     return table
 

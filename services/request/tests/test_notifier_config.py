@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from lapse_request.notifier.dispatcher import RetryPolicy, _retry_after
-from lapse_request.notifier.formats import describe, human_duration, slack, slack_escape
+from lapse_request.notifier.formats import describe, slack, slack_escape
 from lapse_request.notifier.webhooks import NOTIFIED_EVENTS, ConfigError, Format, load_webhooks
+from lapse_shared.durations import format_short
 from lapse_shared.events import RequestAwaitingReview, RequestAwaitingReviewData
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -139,7 +140,7 @@ def test_slack_fields_stay_within_block_kit_limits() -> None:
 
 
 def test_human_durations() -> None:
-    assert [human_duration(s) for s in (60, 5400, 86400, 0)] == ["1m", "1h30m", "1d", "0s"]
+    assert [format_short(s) for s in (60, 5400, 86400, 0)] == ["1m", "1h30m", "1d", "0s"]
 
 
 def test_backoff_grows_exponentially_with_jitter_up_to_the_cap() -> None:

@@ -68,3 +68,13 @@ Duration = Annotated[
     PlainSerializer(format_duration, return_type=str, when_used="json"),
 ]
 """A pydantic field type: parses both forms, serialises as ISO 8601."""
+
+
+def format_short(seconds: int) -> str:
+    """The short form people type (`1h30m`, `2d`, `45s`), as accepted by `parse_duration`."""
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or "0s"

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from lapse_request.notifier.webhooks import Format, Webhook
+from lapse_shared.durations import format_short
 from lapse_shared.events import (
     RequestApproved,
     RequestAwaitingReview,
@@ -75,7 +76,7 @@ def describe(event: NotifiedEvent, public_url: str | None) -> Notice:
             ("Requester", a.requester),
             ("Resource", a.resource),
             ("Role", a.role),
-            ("Duration", human_duration(a.duration_seconds)),
+            ("Duration", format_short(a.duration_seconds)),
             ("Reason", a.reason),
         ]
         if a.ticket:
@@ -112,7 +113,7 @@ def describe(event: NotifiedEvent, public_url: str | None) -> Notice:
             ("Requester", p.requester),
             ("Resource", p.resource),
             ("Role", p.role),
-            ("Duration", human_duration(p.duration_seconds)),
+            ("Duration", format_short(p.duration_seconds)),
             ("Approved by", ", ".join(p.approvers) or f"policy (rule {p.rule or '-'})"),
         ]
         if p.start_at:
@@ -139,16 +140,6 @@ def describe(event: NotifiedEvent, public_url: str | None) -> Notice:
     c = event.data
     facts = [("Requester", c.requester), ("Resource", c.resource), ("Role", c.role), ("By", c.cancelled_by)]
     return Notice(f"Cancelled: {c.requester}'s request for {c.role} on {c.resource}", facts, rid, link)
-
-
-def human_duration(seconds: int) -> str:
-    """The short form people type (`1h30m`, `2d`), as accepted on submit."""
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        count, seconds = divmod(seconds, size)
-        if count:
-            parts.append(f"{count}{unit}")
-    return "".join(parts) or "0s"
 
 
 def _when(moment: datetime) -> str:
