@@ -270,3 +270,27 @@ async def test_another_system_submits_over_the_broker(
 async def _depth(queue: aio_pika.abc.AbstractQueue, count: int) -> bool:
     declared = await queue.channel.declare_queue(queue.name, passive=True)
     return declared.declaration_result.message_count == count
+
+
+async def test_a_scheduled_start_provisions_at_its_time(
+    workflow: ServiceProcesses, pg_target: PgTarget
+) -> None:
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=6)
+    async with httpx.AsyncClient(timeout=10) as client:
+        request_id = await submit(
+            client, workflow, pg_target.reader, start_at=start.isoformat(), duration="PT1M"
+        )
+        await wait_for(lambda: _has_review(client, workflow, request_id), 15, "the review decision")
+        approved = await client.post(
+            workflow.url("request") + f"/v1/requests/{request_id}/reviews",
+            headers=auth(BOB),
+            json={"verdict": "approve", "comment": "for the window"},
+        )
+        assert approved.json()["state"] == "approved"
+        assert datetime.now(UTC) < start, "the machine was too slow for this test's 6 s margin"
+        assert not await pg_target.has_membership("alice"), "provisioned before its start"
+        active = await until_state(client, workflow, request_id, "active", within=30)
+        granted_at = datetime.fromisoformat(active["grant"]["granted_at"])
+        assert granted_at >= start
+        assert datetime.fromisoformat(active["grant"]["expires_at"]) == start + timedelta(minutes=1)
+        assert await pg_target.has_membership("alice")
