@@ -9,6 +9,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from pydantic import BaseModel
 
@@ -100,6 +101,15 @@ def test_each_committed_event_schema_carries_its_example(event: type[Event]) -> 
     assert [event.model_validate(example) for example in schema["examples"]] == [
         event_examples()[event.TYPE].event
     ]
+
+
+@pytest.mark.parametrize("event", EVENT_TYPES, ids=lambda e: e.TYPE)
+def test_each_committed_event_schema_accepts_its_own_example(event: type[Event]) -> None:
+    """What a consumer in another language checks: the example against the schema, no pydantic."""
+    schema = json.loads((ROOT / "docs" / "schemas" / "events" / f"{event.TYPE}.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    for example in schema["examples"]:
+        jsonschema.Draft202012Validator(schema).validate(example)
 
 
 def test_there_are_asyncapi_documents_to_check() -> None:
