@@ -113,7 +113,7 @@ AUDIT_CHAIN = uuid.UUID("5a0d1e7c-9b1f-4c3e-8d6a-2f4b7c9e1a30")
 
 RESOURCE = "orders-db"
 WRITE, READ = "orders_readwrite", "orders_readonly"
-POLICY_VERSION = "9c2e4b7a1f03d6e8"
+POLICY_VERSION = "sha256:a264a5f81fef6a6a135f1d5d59c609eb8aa7921f7bab61411fd9296f70cdb275"
 WRITE_RULE = "developers-write-orders-reviewed"
 T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 """When alice submits; every other time is counted from here."""
@@ -386,7 +386,8 @@ def _policy_examples() -> list[Example]:
                     outcome=Outcome.REVIEW,
                     rule=WRITE_RULE,
                     reasons=[
-                        f"rule '{WRITE_RULE}': Writes need a DBA who is not the requester.",
+                        f"matched rule '{WRITE_RULE}'",
+                        "needs 1 approval(s)",
                         "'alice' may not approve their own request",
                     ],
                     effective_duration_seconds=1800,
@@ -400,7 +401,11 @@ def _policy_examples() -> list[Example]:
                             file="rules.yaml",
                             outcome=Outcome.REVIEW,
                             specificity=[2, 2, 1, 0],
-                            why=["group 'developers'", "resource 'orders-db'", "role 'orders_readwrite'"],
+                            why=[
+                                "who: group developers",
+                                "resource 'orders-db' matches 'orders-db'",
+                                "role 'orders_readwrite' matches 'orders_readwrite'",
+                            ],
                             max_duration_seconds=3600,
                         )
                     ],
