@@ -12,6 +12,7 @@ committed documents drift from what this writes.
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -21,7 +22,8 @@ from fastapi import FastAPI
 from faststream.specification import AsyncAPI
 from pydantic import BaseModel
 
-from lapse_shared.events import EVENT_TYPES
+from lapse_shared.events import EVENT_TYPES, Event
+from lapse_shared.events.examples import Example, event_examples
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -76,8 +78,72 @@ def _document_raw_bodies(document: dict[str, Any], raw: dict[str, type[BaseModel
         del schemas["EmptyPayload"]
 
 
+def _description(event: type[Event]) -> str:
+    return inspect.cleandoc(event.__doc__ or "")
+
+
+def _message_example(example: Example) -> dict[str, Any]:
+    """An AsyncAPI 3.0 Message Example Object (name, summary, payload)."""
+    return {
+        "name": example.name,
+        "summary": example.summary,
+        "payload": example.event.model_dump(mode="json"),
+    }
+
+
+def _document_examples(document: dict[str, Any], examples: dict[str, Example]) -> None:
+    """Give every message whose payload is an event type (or a union of them) examples and a description.
+
+    The payload names its model by `$ref` (`#/components/schemas/GrantActivated`), a union by a
+    `oneOf` of such refs in the schema it points to; the schema's name is the model's class name.
+    """
+    by_schema = {event.__name__: event for event in EVENT_TYPES}
+    schemas = document["components"]["schemas"]
+    for message in document["components"]["messages"].values():
+        name = message.get("payload", {}).get("$ref", "").rpartition("/")[2]
+        if name in by_schema:
+            members = [by_schema[name]]
+        else:
+            refs = [m.get("$ref", "") for m in schemas.get(name, {}).get("oneOf", [])]
+            members = [by_schema[r.rpartition("/")[2]] for r in refs if r.rpartition("/")[2] in by_schema]
+        if not members:
+            continue
+        message["examples"] = [_message_example(examples[event.TYPE]) for event in members]
+        if "description" not in message:
+            if len(members) == 1:
+                message["description"] = _description(members[0])
+            else:
+                message["description"] = "One of:\n\n" + "\n".join(
+                    f"- `{event.TYPE}`: {_description(event).splitlines()[0]}" for event in members
+                )
+
+
+def _document_siem_example(document: dict[str, Any], examples: dict[str, Example]) -> None:
+    """The SIEM stream carries OCSF records, JSON lines: show alice's grant as the relay sends it."""
+    from lapse_audit.ocsf import to_ocsf
+
+    message = document["components"]["messages"].get("lapse.siem.ocsf:Message")
+    if message is None:
+        return
+    lines = []
+    for seq, kind in enumerate(("grant.activated", "grant.revoked"), start=1040):
+        event = examples[kind].event
+        record = to_ocsf(seq, event.time.isoformat(), event.model_dump(mode="json"))
+        lines.append(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
+    message["contentType"] = "application/x-ndjson"
+    message.setdefault("description", "OCSF 1.7.0 records, one JSON object a line (docs/siem/README.md).")
+    message["examples"] = [
+        {
+            "name": "alice-grant-in-ocsf",
+            "summary": "Two audit entries (alice's grant activated, then revoked) as OCSF records.",
+            "payload": "\n".join(lines) + "\n",
+        }
+    ]
+
+
 def generate(out: Path) -> list[Path]:
     written: list[Path] = []
+    examples = event_examples()
     for name, app in _apps().items():
         openapi = out / "openapi" / f"{name}.json"
         _write(openapi, app.openapi())
@@ -90,11 +156,15 @@ def generate(out: Path) -> list[Path]:
         asyncapi = out / "asyncapi" / f"{name}.json"
         document = spec.to_specification().to_jsonable()
         _document_raw_bodies(document, getattr(app.state, "raw_body_schemas", {}))
+        _document_examples(document, examples)
+        _document_siem_example(document, examples)
         _write(asyncapi, document)
         written += [openapi, asyncapi]
     for event in EVENT_TYPES:
         schema = out / "schemas" / "events" / f"{event.TYPE}.json"
-        _write(schema, event.model_json_schema(mode="serialization"))
+        document = event.model_json_schema(mode="serialization")
+        document["examples"] = [examples[event.TYPE].event.model_dump(mode="json")]
+        _write(schema, document)
         written.append(schema)
     from lapse_policy.model import PolicyDocument
     from lapse_policy.testing import PolicyTestFile

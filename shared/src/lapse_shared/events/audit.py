@@ -13,7 +13,7 @@ from lapse_shared.events.envelope import Contract, Event
 class AuditCheckpointData(Contract):
     seq: int = Field(ge=0, description="Last chain entry covered; the head at signing time.")
     head_hash: str = Field(description="Hash of entry `seq` (64 hex digits; zeros for an empty chain).")
-    signed_at: datetime
+    signed_at: datetime = Field(description="When the head was signed (part of the signed statement).")
     key_id: str = Field(description="First 16 hex digits of sha256 over the raw public key.")
     public_key: str = Field(description="Raw Ed25519 public key, base64.")
     signature: str = Field(description="Ed25519 signature of the checkpoint statement, base64.")

@@ -13,13 +13,13 @@ from lapse_shared.events.envelope import Contract, Event
 
 
 class GrantActivatedData(Contract):
-    grant_id: uuid.UUID
-    request_id: uuid.UUID
+    grant_id: uuid.UUID = Field(description="The grant (one provisioning of one approved request).")
+    request_id: uuid.UUID = Field(description="The request the grant was provisioned for.")
     subject: str = Field(description="Who holds the access.")
-    resource: str
-    role: str
-    granted_at: datetime
-    expires_at: datetime
+    resource: str = Field(description="Catalogue name of the resource, e.g. `orders-db`.")
+    role: str = Field(description="Role on the resource, e.g. `orders_readwrite`.")
+    granted_at: datetime = Field(description="When the access was provisioned.")
+    expires_at: datetime = Field(description="When it ends: the grant service revokes it then.")
     credentials_available: bool = Field(
         False,
         description="The provider made credentials (e.g. an ephemeral login): the requester fetches"
@@ -36,10 +36,10 @@ class GrantActivated(Event):
 
 
 class GrantFailedData(Contract):
-    grant_id: uuid.UUID
-    request_id: uuid.UUID
-    resource: str
-    role: str
+    grant_id: uuid.UUID = Field(description="The grant (one provisioning of one approved request).")
+    request_id: uuid.UUID = Field(description="The request the grant was provisioned for.")
+    resource: str = Field(description="Catalogue name of the resource, e.g. `orders-db`.")
+    role: str = Field(description="Role on the resource, e.g. `orders_readwrite`.")
     reason: str = Field(description="Why provisioning failed, without secrets.")
 
 
@@ -59,14 +59,16 @@ class RevokeCause(StrEnum):
 
 
 class GrantRevokedData(Contract):
-    grant_id: uuid.UUID
-    request_id: uuid.UUID
-    subject: str
-    resource: str
-    role: str
-    expires_at: datetime
-    revoked_at: datetime
-    lateness_ms: int = Field(description="revoked_at - expires_at in milliseconds.")
+    grant_id: uuid.UUID = Field(description="The grant (one provisioning of one approved request).")
+    request_id: uuid.UUID = Field(description="The request the grant was provisioned for.")
+    subject: str = Field(description="Who held the access.")
+    resource: str = Field(description="Catalogue name of the resource, e.g. `orders-db`.")
+    role: str = Field(description="Role on the resource, e.g. `orders_readwrite`.")
+    expires_at: datetime = Field(description="The end of the window (after any extension).")
+    revoked_at: datetime = Field(description="When the access was verified gone.")
+    lateness_ms: int = Field(
+        description="revoked_at - expires_at in milliseconds; negative when it ended early."
+    )
     cause: RevokeCause = Field(
         description="`expired`: the delayed expiry message; `swept`: the safety-net sweeper or a"
         " retry after a failed attempt; `revoked`: ended early by an administrator (kill switch);"
@@ -95,8 +97,10 @@ class GrantRevoked(Event):
 
 
 class GrantExpireData(Contract):
-    grant_id: uuid.UUID
-    expires_at: datetime
+    grant_id: uuid.UUID = Field(description="The grant (one provisioning of one approved request).")
+    expires_at: datetime = Field(
+        description="The end this command was scheduled for; a grant extended since is left alone."
+    )
 
 
 class GrantExpire(Event):
@@ -108,7 +112,7 @@ class GrantExpire(Event):
 
 
 class GrantStartData(Contract):
-    grant_id: uuid.UUID
+    grant_id: uuid.UUID = Field(description="The grant (one provisioning of one approved request).")
     start_at: datetime = Field(description="The scheduled start: provision the grant then.")
 
 
@@ -127,15 +131,15 @@ class GrantExtendedData(Contract):
     grant_id: uuid.UUID = Field(description="The grant whose window was lengthened.")
     request_id: uuid.UUID = Field(description="The grant's original request.")
     extension_request_id: uuid.UUID = Field(description="The approved extension request.")
-    subject: str
-    resource: str
-    role: str
-    previous_expires_at: datetime
+    subject: str = Field(description="Who holds the access.")
+    resource: str = Field(description="Catalogue name of the resource, e.g. `orders-db`.")
+    role: str = Field(description="Role on the resource, e.g. `orders_readwrite`.")
+    previous_expires_at: datetime = Field(description="The end of the window before this extension.")
     expires_at: datetime = Field(
         description="The new end of the window: the later of the previous end and the extension's"
         " `approved_at + duration`."
     )
-    extended_at: datetime
+    extended_at: datetime = Field(description="When the window was lengthened.")
 
 
 class GrantExtended(Event):
@@ -150,12 +154,12 @@ class GrantExtended(Event):
 
 
 class GrantRevokeFailingData(Contract):
-    grant_id: uuid.UUID
-    request_id: uuid.UUID
-    subject: str
-    resource: str
-    role: str
-    expires_at: datetime
+    grant_id: uuid.UUID = Field(description="The grant (one provisioning of one approved request).")
+    request_id: uuid.UUID = Field(description="The request the grant was provisioned for.")
+    subject: str = Field(description="Who holds the access.")
+    resource: str = Field(description="Catalogue name of the resource, e.g. `orders-db`.")
+    role: str = Field(description="Role on the resource, e.g. `orders_readwrite`.")
+    expires_at: datetime = Field(description="When the access should have ended.")
     attempts: int = Field(description="Failed revocation attempts so far; retries go on.")
     error: str = Field(description="The last error, without secrets.")
 
@@ -174,11 +178,11 @@ class DriftKind(StrEnum):
 
 
 class GrantDriftDetectedData(Contract):
-    grant_id: uuid.UUID
-    request_id: uuid.UUID
-    subject: str
-    resource: str
-    role: str
+    grant_id: uuid.UUID = Field(description="The grant (one provisioning of one approved request).")
+    request_id: uuid.UUID = Field(description="The request the grant was provisioned for.")
+    subject: str = Field(description="Whose access drifted.")
+    resource: str = Field(description="Catalogue name of the resource, e.g. `orders-db`.")
+    role: str = Field(description="Role on the resource, e.g. `orders_readwrite`.")
     kind: DriftKind = Field(
         description="`missing`: an active grant's access is absent from the target;"
         " `unexpected`: an ended grant's access is present again (e.g. re-granted by hand)."

@@ -46,9 +46,9 @@ class ApprovalRequirement(Contract):
 class RuleMatch(Contract):
     """One rule that applied to the request, and why."""
 
-    rule: str
+    rule: str = Field(description="The rule's name.")
     file: str = Field(description="Policy file that holds the rule.")
-    outcome: Outcome
+    outcome: Outcome = Field(description="What the rule would decide on its own.")
     specificity: list[int] = Field(
         description="(resource, role, who, selectors): compared in order, higher is more specific."
     )
@@ -57,7 +57,7 @@ class RuleMatch(Contract):
 
 
 class PolicyDecidedData(Contract):
-    request_id: uuid.UUID
+    request_id: uuid.UUID = Field(description="The access request.")
     outcome: Outcome = Field(description="approve at once, deny, or wait for reviews.")
     rule: str | None = Field(description="The deciding rule; null when nothing matched.")
     reasons: list[str] = Field(description="Human-readable explanation of the outcome.")

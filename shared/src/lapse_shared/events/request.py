@@ -24,13 +24,15 @@ class Requester(Contract):
 
 
 class RequestSubmittedData(Contract):
-    request_id: uuid.UUID
-    requester: Requester
+    request_id: uuid.UUID = Field(description="The access request.")
+    requester: Requester = Field(
+        description="Who asks, as the identity provider or the submitting system knows them."
+    )
     resource: str = Field(description="Catalogue name of the resource.", examples=["orders-db"])
     role: str = Field(description="Role or action asked for.", examples=["app_readonly"])
     duration_seconds: int = Field(gt=0, description="Requested length of the access window.")
     reason: str = Field(description="The requester's justification.")
-    submitted_at: datetime
+    submitted_at: datetime = Field(description="When the request was accepted.")
     ticket: str | None = Field(None, description="Change or incident ticket reference, e.g. `INC-1234`.")
     start_at: datetime | None = Field(None, description="Scheduled start; none means at approval.")
     break_glass: bool = Field(False, description="The requester invokes emergency (break-glass) access.")
@@ -53,16 +55,16 @@ class RequestSubmitted(Event):
 
 
 class RequestApprovedData(Contract):
-    request_id: uuid.UUID
+    request_id: uuid.UUID = Field(description="The access request.")
     requester: str = Field(description="Subject that receives the access.")
-    resource: str
-    role: str
+    resource: str = Field(description="Catalogue name of the resource, e.g. `orders-db`.")
+    role: str = Field(description="Role on the resource, e.g. `orders_readwrite`.")
     duration_seconds: int = Field(
         gt=0, description="Effective window, counted from `start_at` when given, else from `approved_at`."
     )
-    approved_at: datetime
+    approved_at: datetime = Field(description="When the last approval (or the policy) approved it.")
     rule: str | None = Field(description="Policy rule that approved it.")
-    policy_version: str
+    policy_version: str = Field(description="Content hash of the policy files that decided.")
     break_glass: bool = Field(
         False, description="Emergency access approved at once; an after-the-fact review is due."
     )
@@ -88,13 +90,13 @@ class RequestApproved(Event):
 
 
 class RequestDeniedData(Contract):
-    request_id: uuid.UUID
-    requester: str
-    resource: str
-    role: str
+    request_id: uuid.UUID = Field(description="The access request.")
+    requester: str = Field(description="Subject who asked and would receive the access.")
+    resource: str = Field(description="Catalogue name of the resource, e.g. `orders-db`.")
+    role: str = Field(description="Role on the resource, e.g. `orders_readwrite`.")
     reasons: list[str] = Field(description="Why, in words shown to the requester.")
-    rule: str | None
-    policy_version: str
+    rule: str | None = Field(description="The deciding rule; null when no rule matched (default deny).")
+    policy_version: str = Field(description="Content hash of the policy files that decided.")
 
 
 class RequestDenied(Event):
@@ -111,13 +113,13 @@ class ReviewVerdict(StrEnum):
 
 
 class RequestAwaitingReviewData(Contract):
-    request_id: uuid.UUID
-    requester: str
-    resource: str
-    role: str
-    duration_seconds: int
-    reason: str
-    ticket: str | None = None
+    request_id: uuid.UUID = Field(description="The access request.")
+    requester: str = Field(description="Subject who asked and would receive the access.")
+    resource: str = Field(description="Catalogue name of the resource, e.g. `orders-db`.")
+    role: str = Field(description="Role on the resource, e.g. `orders_readwrite`.")
+    duration_seconds: int = Field(description="Requested length of the access window.")
+    reason: str = Field(description="The requester's justification, shown to approvers.")
+    ticket: str | None = Field(None, description="Change or incident ticket reference, if given.")
     stage: int = Field(ge=0, description="Index of the stage now collecting approvals (0 = first).")
     stage_name: str | None = Field(None, description="The stage's name, e.g. `team lead`.")
     approvals_needed: int = Field(ge=1, description="Distinct approvals still needed in this stage.")
@@ -136,16 +138,16 @@ class RequestAwaitingReview(Event):
 
 
 class RequestReviewedData(Contract):
-    request_id: uuid.UUID
-    requester: str
+    request_id: uuid.UUID = Field(description="The access request.")
+    requester: str = Field(description="Subject who asked and would receive the access.")
     reviewer: str = Field(description="Who reviewed.")
-    verdict: ReviewVerdict
-    comment: str
+    verdict: ReviewVerdict = Field(description="`approve` or `deny`; one deny ends the request.")
+    comment: str = Field(description="The reviewer's comment (may be empty).")
     stage: int = Field(ge=0, description="Stage the review counted towards.")
-    stage_name: str | None = None
+    stage_name: str | None = Field(None, description="The stage's name, e.g. `DBA`.")
     approvals_in_stage: int = Field(ge=0, description="Distinct approvals in this stage, this one included.")
     approvals_needed: int = Field(ge=1, description="Approvals this stage needs.")
-    reviewed_at: datetime
+    reviewed_at: datetime = Field(description="When the review was recorded.")
 
 
 class RequestReviewed(Event):
@@ -157,12 +159,12 @@ class RequestReviewed(Event):
 
 
 class RequestCancelledData(Contract):
-    request_id: uuid.UUID
-    requester: str
-    resource: str
-    role: str
-    cancelled_by: str
-    cancelled_at: datetime
+    request_id: uuid.UUID = Field(description="The access request.")
+    requester: str = Field(description="Subject who asked and would receive the access.")
+    resource: str = Field(description="Catalogue name of the resource, e.g. `orders-db`.")
+    role: str = Field(description="Role on the resource, e.g. `orders_readwrite`.")
+    cancelled_by: str = Field(description="Who withdrew it.")
+    cancelled_at: datetime = Field(description="When it was withdrawn.")
 
 
 class RequestCancelled(Event):
@@ -174,12 +176,12 @@ class RequestCancelled(Event):
 
 
 class RequestExpiredData(Contract):
-    request_id: uuid.UUID
-    requester: str
-    resource: str
-    role: str
-    pending_since: datetime
-    expired_at: datetime
+    request_id: uuid.UUID = Field(description="The access request.")
+    requester: str = Field(description="Subject who asked and would receive the access.")
+    resource: str = Field(description="Catalogue name of the resource, e.g. `orders-db`.")
+    role: str = Field(description="Role on the resource, e.g. `orders_readwrite`.")
+    pending_since: datetime = Field(description="When the request started waiting for a decision.")
+    expired_at: datetime = Field(description="When it lapsed.")
 
 
 class RequestExpired(Event):
@@ -191,8 +193,10 @@ class RequestExpired(Event):
 
 
 class RequestExpireData(Contract):
-    request_id: uuid.UUID
-    pending_until: datetime
+    request_id: uuid.UUID = Field(description="The access request.")
+    pending_until: datetime = Field(
+        description="The deadline: expire the request if it is still pending then."
+    )
 
 
 class RequestExpire(Event):
@@ -208,10 +212,18 @@ class RequestSubmitData(Contract):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    resource: str = Field(min_length=1, max_length=200, examples=["orders-db"])
-    role: str = Field(min_length=1, max_length=200, examples=["app_readonly"])
+    resource: str = Field(
+        min_length=1, max_length=200, examples=["orders-db"], description="Catalogue name of the resource."
+    )
+    role: str = Field(
+        min_length=1, max_length=200, examples=["app_readonly"], description="Role or action asked for."
+    )
     duration_seconds: int = Field(gt=0, description="Requested window.", examples=[1800])
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: str = Field(
+        min_length=1,
+        max_length=2000,
+        description="Justification, shown to approvers and kept in the audit trail.",
+    )
     on_behalf_of: str | None = Field(
         None,
         min_length=1,
@@ -222,7 +234,11 @@ class RequestSubmitData(Contract):
     groups: list[str] = Field(
         default_factory=list, description="Groups of `on_behalf_of` as the publishing system knows them."
     )
-    ticket: str | None = Field(None, max_length=200)
+    ticket: str | None = Field(
+        None,
+        max_length=200,
+        description="Change or incident ticket reference, e.g. `CHG-77`; a rule may require one.",
+    )
     start_at: datetime | None = Field(None, description="Scheduled start; none: at approval.")
 
 
@@ -244,7 +260,7 @@ class RequestRejectedData(Contract):
     principal: str | None = Field(description="The AMQP `user_id` of the publisher, when it had one.")
     reason: str = Field(description="What was wrong, in words a developer can act on.")
     errors: list[str] = Field(default_factory=list, description="Each field error, `path: message`.")
-    rejected_at: datetime
+    rejected_at: datetime = Field(description="When the command was refused.")
 
 
 class RequestRejected(Event):
