@@ -4,7 +4,7 @@ Starts the grant service as its own process on a vhost and database of its own, 
 member roles in the target, publishes N `request.approved` events, waits until every grant is
 revoked, then prints revocation lateness p50/p99/max and the grant service's peak RSS.
 
-Usage: python scripts/bench_expiry.py [--grants 10000] [--base 90] [--spread 30]
+Usage: python scripts/bench_expiry.py [--grants 10000] [--base 90] [--spread 30] [--csv out.csv]
 Expiry = activation + base + i/N * spread seconds, so expiries fall within (activation spread +
 `spread`) seconds; the script prints the real window. Needs the local RabbitMQ and PostgreSQL
 (LAPSE_TEST_AMQP_URL / LAPSE_TEST_DATABASE_URL override them), and `rabbitmqctl`.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
 import os
 import statistics
 import subprocess
@@ -64,6 +65,9 @@ async def main() -> None:
         default=30.0,
         help="seconds added across the grants, from 0 for the first to this for the last; negative to"
         " pull later activations' expiries back so all fall within one minute",
+    )
+    parser.add_argument(
+        "--csv", type=Path, help="write each grant's expires_at, revoked_at, lateness and cause here"
     )
     args = parser.parse_args()
     n, tag = args.grants, f"b{uuid.uuid4().hex[:6]}"
@@ -191,7 +195,24 @@ async def main() -> None:
         ):
             await asyncio.sleep(1)
         rss = peak_rss_mib(grant.pid)
-        rows = await pool.fetch('SELECT lateness_ms, revoke_cause, state FROM "grant".grants')
+        rows = await pool.fetch(
+            'SELECT id, expires_at, revoked_at, lateness_ms, revoke_cause, state FROM "grant".grants'
+            " ORDER BY expires_at"
+        )
+        if args.csv:
+            with args.csv.open("w", newline="") as out:
+                writer = csv.writer(out)
+                writer.writerow(["id", "expires_at", "revoked_at", "lateness_ms", "revoke_cause"])
+                writer.writerows(
+                    (
+                        r["id"],
+                        r["expires_at"].isoformat(),
+                        r["revoked_at"] and r["revoked_at"].isoformat(),
+                        r["lateness_ms"],
+                        r["revoke_cause"],
+                    )
+                    for r in rows
+                )
         left = await admin.fetchval(
             "SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid WHERE r.rolname = $1",
             reader,

@@ -53,3 +53,26 @@ async def test_missing_role_is_a_permanent_error_and_unreachable_target_a_transi
         assert down.value.transient
     finally:
         await provider.close()
+
+
+async def test_present_among_reports_exactly_the_held_memberships_run_after_run(pg_target: PgTarget) -> None:
+    # Run more than five times: asyncpg's prepared statement then goes to a generic plan, which
+    # is the one the revocation hot path uses (it must answer the same, by index).
+    provider = PostgresRoleProvider()
+    target = pg_target.target
+    alice, bob = access("alice", pg_target.reader), access("bob", pg_target.reader)
+    nobody = access("carol", pg_target.reader)  # no such member role in the target
+    other_role = access("alice", pg_target.provisioner)  # a role alice is not a member of
+    batch = [alice, bob, nobody, other_role]
+    try:
+        await provider.grant(target, alice)
+        for _ in range(8):
+            assert await provider.present_among(target, batch) == {alice.grant_id}
+            assert await provider.verify(target, alice)
+            assert not await provider.verify(target, bob)
+        await provider.revoke_many(target, [alice, bob])
+        for _ in range(8):
+            assert await provider.present_among(target, batch) == set()
+            assert not await provider.verify(target, alice)
+    finally:
+        await provider.close()

@@ -14,6 +14,22 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from lapse_grant.providers import Access, Provisioned, parse_settings
 from lapse_grant.providers.postgres_target import TargetPools, quote_ident
 
+# A membership of {member} in {role}, found by two name lookups and one probe of
+# pg_auth_members' (member, roleid) index. A join of pg_auth_members with pg_roles by name lets
+# the planner walk every member of the role for each name looked up: asyncpg's prepared
+# statements switch to a generic plan after five runs, which guesses ten names and does just
+# that, 2.3 s per batch of 200 with 10,000 members (so ~80 revocations a second) and one whole
+# pass over the members per single `verify`. This shape costs the same at any size.
+_HELD = (
+    "SELECT 1 FROM pg_auth_members m WHERE m.roleid = (SELECT oid FROM pg_roles WHERE rolname = {role})"
+    " AND m.member = (SELECT oid FROM pg_roles WHERE rolname = {member})"
+)
+_VERIFY = f"SELECT EXISTS ({_HELD.format(role='$1', member='$2')})"
+_PRESENT_AMONG = (
+    "SELECT a.role, a.member FROM unnest($1::text[], $2::text[]) AS a(role, member)"
+    f" WHERE EXISTS ({_HELD.format(role='a.role', member='a.member')})"
+)
+
 
 class PostgresRoleTarget(BaseModel):
     """`target:` settings of a postgres-role resource in the catalogue."""
@@ -69,9 +85,7 @@ class PostgresRoleProvider:
         return bool(
             await self._pools.fetchval(
                 self._settings(target).dsn,
-                "SELECT EXISTS (SELECT 1 FROM pg_auth_members m"
-                " JOIN pg_roles r ON r.oid = m.roleid JOIN pg_roles u ON u.oid = m.member"
-                " WHERE r.rolname = $1 AND u.rolname = $2)",
+                _VERIFY,
                 access.role,
                 self._member(target, access.subject),
             )
@@ -93,9 +107,7 @@ class PostgresRoleProvider:
         members = [settings.member_format.format(subject=a.subject) for a in accesses]
         rows = await self._pools.fetch(
             settings.dsn,
-            "SELECT r.rolname AS role, u.rolname AS member FROM pg_auth_members m"
-            " JOIN pg_roles r ON r.oid = m.roleid JOIN pg_roles u ON u.oid = m.member"
-            " WHERE (r.rolname, u.rolname) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+            _PRESENT_AMONG,
             [a.role for a in accesses],
             members,
         )
