@@ -1,12 +1,13 @@
-"""The deployment files stay valid: compose schema, Kubernetes manifests, compose policy directory.
+"""The compose deployment stays valid: the image recipe, the compose-spec schema, the policy directory.
 
-Nothing here needs Docker or a cluster: check-jsonschema validates docker-compose.yml against its
-vendored compose-spec schema (offline), the manifests are checked as YAML, and the compose policy
-files are loaded with the real policy loader.
+Nothing here needs Docker: check-jsonschema validates docker-compose.yml against its vendored
+compose-spec schema (offline), the Dockerfile is checked for its shape, and the compose policy
+files are loaded with the real policy loader. The Kubernetes manifests: test_kubernetes_manifests.py.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -23,25 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 COMPOSE_POLICIES = ROOT / "deploy" / "compose" / "policies"
 EXAMPLE_POLICIES = ROOT / "examples" / "policies"
-K8S = ROOT / "deploy" / "k8s"
+DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
+SERVICES = {"request": 8080, "policy": 8081, "grant": 8082, "audit": 8083}
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-def _k8s_files() -> list[Path]:
-    return sorted(p for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
-
-
-def _k8s_documents() -> list[tuple[str, dict[str, Any]]]:
-    documents = []
-    for path in _k8s_files():
-        for index, document in enumerate(yaml.safe_load_all(path.read_text(encoding="utf-8"))):
-            if document is not None:
-                documents.append((f"{path.name}[{index}]", document))
-    return documents
-
-
-def _deployments() -> list[tuple[str, dict[str, Any]]]:
-    return [(where, d) for where, d in _k8s_documents() if d.get("kind") == "Deployment"]
 
 
 def _compose() -> dict[str, Any]:
@@ -70,9 +55,14 @@ def test_compose_file_matches_the_compose_spec() -> None:
 
 def test_compose_services_are_healthchecked_and_ordered() -> None:
     services = _compose()["services"]
-    for name, port in {"request": 8080, "policy": 8081, "grant": 8082, "audit": 8083}.items():
+    for name, port in SERVICES.items():
         service = services[name]
         assert service["build"]["dockerfile"] == "deploy/docker/Dockerfile", name
+        # One image; the command chooses the service.
+        assert service["image"] == "lapse:local", name
+        assert service["command"] == ["python", "-m", f"lapse_{name}"], name
+        assert service["restart"] == "unless-stopped", name
+        assert "./deploy/compose/policies:/etc/lapse/policies:ro" in service["volumes"], name
         assert "test" in service["healthcheck"], name
         for dependency in ("rabbitmq", "postgres"):
             assert service["depends_on"][dependency]["condition"] == "service_healthy", name
@@ -84,6 +74,94 @@ def test_compose_services_are_healthchecked_and_ordered() -> None:
     assert services["grant"]["depends_on"]["demo-target"]["condition"] == "service_completed_successfully"
     for name in ("rabbitmq", "postgres"):
         assert "test" in services[name]["healthcheck"], name
+        assert services[name]["restart"] == "unless-stopped", name
+
+
+def test_compose_infrastructure_keeps_its_data_and_shows_the_management_ui() -> None:
+    compose = _compose()
+    rabbitmq, postgres = compose["services"]["rabbitmq"], compose["services"]["postgres"]
+    assert rabbitmq["image"].endswith("-management"), rabbitmq["image"]
+    assert "127.0.0.1:15672:15672" in rabbitmq["ports"]
+    assert "rabbitmq-data:/var/lib/rabbitmq" in rabbitmq["volumes"]
+    assert "postgres-data:/var/lib/postgresql/data" in postgres["volumes"]
+    assert {"rabbitmq-data", "postgres-data"} <= set(compose["volumes"])
+    # Every Lapse process runs the one image built from the Dockerfile.
+    built = {n: s for n, s in compose["services"].items() if "build" in s}
+    assert {s["image"] for s in built.values()} == {"lapse:local"}, built.keys()
+
+
+# --- deploy/docker
+
+
+def _dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text(encoding="utf-8"))
+    instructions = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            instructions.append((keyword.upper(), rest.strip()))
+    return instructions
+
+
+def test_dockerfile_is_multi_stage_and_runs_as_a_non_root_user_with_a_health_check() -> None:
+    instructions = _dockerfile_instructions()
+    stages = [i for i, (keyword, _) in enumerate(instructions) if keyword == "FROM"]
+    assert len(stages) >= 2, "a build stage and a slim runtime stage"
+    runtime = instructions[stages[-1] :]
+    assert instructions[stages[-1]][1].endswith("AS runtime")
+    assert ("COPY", "--from=build /opt/venv /opt/venv") in runtime
+    users = [rest for keyword, rest in runtime if keyword == "USER"]
+    assert users, "the runtime stage sets no USER"
+    uid = users[-1].split(":")[0]
+    # Numeric, so that Kubernetes' runAsNonRoot can verify it; 10001 as in the manifests.
+    assert uid == "10001", users
+    [healthcheck] = [rest for keyword, rest in runtime if keyword == "HEALTHCHECK"]
+    assert "/opt/lapse/healthcheck.py" in healthcheck
+    [cmd] = [rest for keyword, rest in runtime if keyword == "CMD"]
+    assert cmd == '["python", "-m", "lapse_request"]'
+    # No ADD (it can fetch URLs) and no fetching tools: only pip downloads, from the registry,
+    # at the versions pinned in constraints.txt.
+    assert "ADD" not in {keyword for keyword, _ in instructions}
+    for keyword, rest in instructions:
+        if keyword == "RUN":
+            assert not re.search(r"\b(curl|wget|git|apt-get|apk)\b", rest), rest
+            for command in re.split(r"&&|;", rest):
+                if "pip install" in command:
+                    assert "-c constraints.txt" in command, command
+                    assert not re.search(r"(https?://|--index-url|--extra-index-url|git\+)", command)
+    installs = " ".join(rest for keyword, rest in instructions if keyword == "RUN" and "pip install" in rest)
+    for name in SERVICES:
+        assert f"./services/{name}" in installs, f"the image does not install {name}"
+
+
+def _healthcheck_module() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "lapse_healthcheck", ROOT / "deploy" / "docker" / "healthcheck.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("command", "port"),
+    [
+        (["python", "-m", "lapse_request"], 8080),
+        (["python", "-m", "lapse_policy"], 8081),
+        (["python", "-m", "lapse_grant"], 8082),
+        (["/opt/venv/bin/python", "-m", "lapse_audit"], 8083),
+        (["python", "-m", "lapse_request.notifier"], 8084),
+        (["python", "/app/examples/webhook_sink.py"], 8080),
+        (["python", "-m"], 8080),
+        ([], 8080),
+    ],
+)
+def test_healthcheck_probes_the_port_of_the_service_pid1_runs(command: list[str], port: int) -> None:
+    assert _healthcheck_module().default_port(command) == port
 
 
 def test_compose_grant_environment_resolves_the_policy_references() -> None:
@@ -100,57 +178,7 @@ def test_compose_grant_environment_resolves_the_policy_references() -> None:
     assert references <= set(grant["environment"]), references - set(grant["environment"])
 
 
-# --- deploy/k8s
-
-
-def test_k8s_documents_have_kind_and_name() -> None:
-    documents = _k8s_documents()
-    assert documents, "no manifests found in deploy/k8s"
-    for where, document in documents:
-        assert document.get("apiVersion"), f"{where}: no apiVersion"
-        assert document.get("kind"), f"{where}: no kind"
-        assert (document.get("metadata") or {}).get("name"), f"{where}: no metadata.name"
-        if document["kind"] != "Namespace":
-            assert document["metadata"].get("namespace") == "lapse", f"{where}: not in namespace lapse"
-
-
-def test_k8s_kustomization_lists_every_manifest() -> None:
-    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text(encoding="utf-8"))
-    assert sorted(kustomization["resources"]) == sorted(p.name for p in _k8s_files())
-
-
-def test_k8s_has_a_deployment_and_service_per_service() -> None:
-    kinds = {(d["kind"], d["metadata"]["name"]) for _, d in _k8s_documents()}
-    for name in ("request", "policy", "grant", "audit"):
-        assert ("Deployment", f"lapse-{name}") in kinds
-        assert ("Service", f"lapse-{name}") in kinds
-
-
-@pytest.mark.parametrize("where_deployment", _deployments(), ids=lambda wd: wd[0])
-def test_k8s_deployment_is_probed_bounded_and_non_root(
-    where_deployment: tuple[str, dict[str, Any]],
-) -> None:
-    where, deployment = where_deployment
-    pod = deployment["spec"]["template"]["spec"]
-    pod_non_root = (pod.get("securityContext") or {}).get("runAsNonRoot")
-    assert pod["containers"], where
-    for container in pod["containers"]:
-        label = f"{where} container {container['name']}"
-        for probe in ("readinessProbe", "livenessProbe"):
-            assert probe in container, f"{label}: no {probe}"
-            assert container[probe]["httpGet"]["path"] == "/healthz", f"{label}: {probe}"
-        non_root = (container.get("securityContext") or {}).get("runAsNonRoot", pod_non_root)
-        assert non_root is True, f"{label}: runAsNonRoot is not set"
-        resources = container.get("resources") or {}
-        assert resources.get("requests"), f"{label}: no resource requests"
-        assert resources.get("limits"), f"{label}: no resource limits"
-
-
-def test_k8s_policy_configmap_is_the_compose_policy_dir() -> None:
-    configmaps = [d for _, d in _k8s_documents() if d["kind"] == "ConfigMap"]
-    policies = next(d for d in configmaps if d["metadata"]["name"] == "lapse-policies")
-    expected = {p.name: p.read_text(encoding="utf-8") for p in sorted(COMPOSE_POLICIES.glob("*.yaml"))}
-    assert policies["data"] == expected
+# --- deploy/kubernetes: see tests/test_kubernetes_manifests.py
 
 
 # --- deploy/compose/policies
@@ -206,19 +234,3 @@ def test_compose_notifier_reads_a_valid_webhook_file_posting_to_the_sink() -> No
     hooks = load_webhooks(ROOT / "deploy" / "compose" / "notifier.yaml", {})
     assert {h.host for h in hooks} == {"webhook-sink"}
     assert "webhook-sink" in services
-
-
-def test_k8s_notifier_file_is_valid_with_the_secret_it_names(tmp_path: Path) -> None:
-    from lapse_request.notifier.webhooks import load_webhooks
-
-    documents = {(d["kind"], d["metadata"]["name"]): d for _, d in _k8s_documents()}
-    config = documents[("ConfigMap", "lapse-notifier")]["data"]["notifier.yaml"]
-    secret = documents[("Secret", "lapse-notifier-webhooks")]["stringData"]
-    deployment = documents[("Deployment", "lapse-notifier")]
-    [container] = deployment["spec"]["template"]["spec"]["containers"]
-    assert {"secretRef": {"name": "lapse-notifier-webhooks"}} in container["envFrom"]
-    assert ("Service", "lapse-notifier") in documents
-    path = tmp_path / "notifier.yaml"
-    path.write_text(config, encoding="utf-8")
-    hooks = load_webhooks(path, secret)
-    assert [h.name for h in hooks] == ["dba-slack", "security-teams"]

@@ -1,4 +1,4 @@
-"""Copy examples/policies into deploy/compose/policies and the k8s ConfigMap.
+"""Copy examples/policies into deploy/compose/policies and the Kubernetes ConfigMap.
 
 The copies differ from the examples only in the target DSNs (compose host `postgres`, a
 password from the grant service's environment); tests/test_deploy_files.py checks they agree.
@@ -21,7 +21,7 @@ def main() -> None:
         text = source.read_text().replace(LOCAL_DSN, COMPOSE_DSN)
         (compose / source.name).write_text(text)
         files[source.name] = text
-    configmap = ROOT / "deploy" / "k8s" / "configmap-policies.yaml"
+    configmap = ROOT / "deploy" / "kubernetes" / "base" / "configmap-policies.yaml"
     head = configmap.read_text().split("\ndata:\n", 1)[0] + "\n"
     body = "".join(
         f"  {name}: |\n" + "".join(f"    {line}\n" if line else "\n" for line in text.splitlines())
