@@ -297,6 +297,9 @@ def test_disruption_budgets_and_autoscalers_cover_the_right_deployments(
         # The autoscaler scales on CPU: without a CPU request it cannot compute utilisation.
         [container] = deployments[name]["spec"]["template"]["spec"]["containers"]
         assert container["resources"]["requests"]["cpu"], name
+        # A fixed count would reset the autoscaler's on every `kubectl apply`.
+        assert "replicas" not in deployments[name]["spec"], name
+    assert deployments["lapse-audit"]["spec"]["replicas"] >= 2
 
 
 def test_production_has_no_secret_values_and_references_its_secrets(
