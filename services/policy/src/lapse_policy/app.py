@@ -10,7 +10,7 @@ from lapse_policy.engine import PolicySource
 from lapse_shared.http.authenticators import build_authenticator
 from lapse_shared.logging import configure_logging
 from lapse_shared.messaging.consumer import build_broker
-from lapse_shared.service import ServiceHost, create_app, serve
+from lapse_shared.service import ServiceHost, create_app, run_command, serve
 
 NAME = "policy"
 
@@ -34,6 +34,10 @@ def build(settings: PolicySettings) -> FastAPI:
 
 
 def main() -> None:
+    run_command(NAME, _serve)
+
+
+def _serve() -> None:
     settings = PolicySettings()
     configure_logging(NAME, settings.log_level, settings.log_json)
     serve(build(settings), settings)
