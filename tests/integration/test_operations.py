@@ -53,7 +53,8 @@ async def test_two_concurrent_migrate_runs_both_succeed_and_apply_each_file_once
             await conn.close()
         # A service without a database has nothing to migrate, and says so with success.
         code, output = await _migrate("policy", fresh)
-        assert code == 0 and "nothing to migrate" in output, output
+        assert code == 0, output
+        assert "nothing to migrate" in output, output
     finally:
         admin = await asyncpg.connect(database_url)
         try:
@@ -84,7 +85,8 @@ async def test_readyz_waits_for_the_migrate_job_when_migrations_do_not_run_on_st
             assert ready.status_code == 503, ready.text
             assert ready.headers["content-type"].startswith("application/problem+json")
             body = ready.json()
-            assert body["checks"]["broker"] == "ok" and body["checks"]["database"] == "ok"
+            assert body["checks"]["broker"] == "ok"
+            assert body["checks"]["database"] == "ok"
             assert body["checks"]["migrations"].startswith("pending: shared-0001_outbox_inbox.sql")
             assert "migrations" in body["detail"]
 
