@@ -65,6 +65,7 @@ def build(settings: AuditSettings) -> FastAPI:
         prefetch=settings.ingest_prefetch,
         batch_max=settings.ingest_batch_max,
         batch_wait_seconds=settings.ingest_batch_wait_seconds,
+        metrics=host.metrics,
     )
     document_publishers(broker, [AuditCheckpoint])
     broker.publisher(
