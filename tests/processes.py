@@ -45,19 +45,20 @@ class ServiceProcesses:
         for name in SERVICES:
             self.wait_healthy(name)
 
-    def wait_healthy(self, name: str, timeout: float = 60) -> None:
+    def wait_healthy(self, name: str, timeout: float = 60, probe: str = "/readyz") -> None:
+        """Wait until `probe` answers 200: ready (broker, database, migrations) by default."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             proc = self.procs[name]
             if proc.poll() is not None:
                 raise RuntimeError(f"{name} exited with {proc.returncode}:\n{self.logs(name)}")
             try:
-                if httpx.get(self.url(name) + "/healthz", timeout=2).status_code == 200:
+                if httpx.get(self.url(name) + probe, timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        raise TimeoutError(f"{name} not healthy after {timeout}s:\n{self.logs(name)}")
+        raise TimeoutError(f"{name} not {probe} after {timeout}s:\n{self.logs(name)}")
 
     def kill(self, name: str) -> None:
         """kill -9: no shutdown, no acks, no cleanup."""

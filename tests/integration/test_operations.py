@@ -79,7 +79,7 @@ async def test_readyz_waits_for_the_migrate_job_when_migrations_do_not_run_on_st
     )
     try:
         procs.start("audit")
-        procs.wait_healthy("audit")  # alive at once
+        procs.wait_healthy("audit", probe="/healthz")  # alive at once
         async with httpx.AsyncClient(timeout=5) as client:
             ready = await client.get(procs.url("audit") + "/readyz")
             assert ready.status_code == 503, ready.text

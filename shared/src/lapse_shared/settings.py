@@ -34,6 +34,7 @@ class ServiceSettings(BaseSettings):
     migrate_on_start: bool = True
     # Who may read /metrics (give Prometheus a token in one of these groups).
     metrics_groups: list[str] = ["monitoring", "lapse-admins"]
+    # Log level of the service's loggers (DEBUG, INFO, WARNING, ERROR).
     log_level: str = "INFO"
     # JSON logs for machines; None means "JSON unless stderr is a terminal".
     log_json: bool | None = None
