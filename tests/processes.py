@@ -32,10 +32,14 @@ class ServiceProcesses:
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"
 
-    def start(self, name: str) -> None:
-        env = {**os.environ, **self.env, "LAPSE_HTTP_PORT": str(self.ports[name]), "LAPSE_LOG_JSON": "true"}
-        log = (self.log_dir / f"{name}.log").open("ab")
-        self.procs[name] = subprocess.Popen(
+    def start(self, name: str, instance: str | None = None) -> None:
+        """Start service `name`; `instance` (e.g. "grant-2") names a further replica of it, on a port
+        and log of its own, against the same broker and database."""
+        instance = instance or name
+        port = self.ports.setdefault(instance, free_port())
+        env = {**os.environ, **self.env, "LAPSE_HTTP_PORT": str(port), "LAPSE_LOG_JSON": "true"}
+        log = (self.log_dir / f"{instance}.log").open("ab")
+        self.procs[instance] = subprocess.Popen(
             [sys.executable, "-m", f"lapse_{name}"], env=env, stdout=log, stderr=subprocess.STDOUT
         )
 
