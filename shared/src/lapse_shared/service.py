@@ -35,6 +35,7 @@ from lapse_shared.http.problems import (
     ProblemError,
     install_problem_handlers,
 )
+from lapse_shared.logging import configure_logging
 from lapse_shared.messaging.consumer import observing
 from lapse_shared.messaging.publisher import ConfirmingPublisher, amqp_username
 from lapse_shared.messaging.topology import declare_dead_letter_queue, declare_exchanges
@@ -325,8 +326,11 @@ def run_command(
         serve_service()
         return
     if schema is None or migrations is None:
+        configure_logging(name)
         log.info("nothing to migrate: this service has no database", service=name)
         return
     # Only the shared settings: migrating must not need the service's other configuration.
-    applied = asyncio.run(migrate_only(ServiceSettings(), schema, migrations))
+    settings = ServiceSettings()
+    configure_logging(name, settings.log_level, settings.log_json)
+    applied = asyncio.run(migrate_only(settings, schema, migrations))
     log.info("migrations done", service=name, schema=schema, applied=applied)
