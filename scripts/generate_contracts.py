@@ -5,6 +5,7 @@ docs/asyncapi/<service>.json   what each service consumes and publishes (AsyncAP
 docs/schemas/events/<type>.json  JSON Schema of every event and command
 docs/schemas/policy.json       JSON Schema of a policy file (editors autocomplete with it)
 docs/schemas/policy-tests.json JSON Schema of a policy test file (`lapse policy test`)
+docs/configuration.md          every LAPSE_* environment variable of every service
 
 Usage: python scripts/generate_contracts.py [OUTPUT_DIR]   (default: docs). A test fails when the
 committed documents drift from what this writes.
@@ -173,7 +174,31 @@ def generate(out: Path) -> list[Path]:
         schema = out / "schemas" / f"{name}.json"
         _write(schema, model.model_json_schema(mode="validation"))
         written.append(schema)
+    configuration = out / "configuration.md"
+    configuration.write_text(_configuration_reference())
+    written.append(configuration)
     return written
+
+
+def _configuration_reference() -> str:
+    from lapse_audit.config import AuditSettings
+    from lapse_grant.config import GrantSettings
+    from lapse_policy.config import PolicySettings
+    from lapse_request.config import RequestSettings
+    from lapse_request.notifier.config import NotifierSettings
+    from lapse_shared.settings import ServiceSettings
+    from lapse_shared.settings_reference import configuration_reference
+
+    return configuration_reference(
+        [
+            ("Every service (`lapse_shared.settings.ServiceSettings`)", ServiceSettings),
+            ("request (`lapse-request`)", RequestSettings),
+            ("policy (`lapse-policy`)", PolicySettings),
+            ("grant (`lapse-grant`)", GrantSettings),
+            ("audit (`lapse-audit`)", AuditSettings),
+            ("notifier (`lapse-notifier`)", NotifierSettings),
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -32,10 +32,14 @@ class ServiceProcesses:
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"
 
-    def start(self, name: str) -> None:
-        env = {**os.environ, **self.env, "LAPSE_HTTP_PORT": str(self.ports[name]), "LAPSE_LOG_JSON": "true"}
-        log = (self.log_dir / f"{name}.log").open("ab")
-        self.procs[name] = subprocess.Popen(
+    def start(self, name: str, instance: str | None = None) -> None:
+        """Start service `name`; `instance` (e.g. "grant-2") names a further replica of it, on a port
+        and log of its own, against the same broker and database."""
+        instance = instance or name
+        port = self.ports.setdefault(instance, free_port())
+        env = {**os.environ, **self.env, "LAPSE_HTTP_PORT": str(port), "LAPSE_LOG_JSON": "true"}
+        log = (self.log_dir / f"{instance}.log").open("ab")
+        self.procs[instance] = subprocess.Popen(
             [sys.executable, "-m", f"lapse_{name}"], env=env, stdout=log, stderr=subprocess.STDOUT
         )
 
@@ -45,19 +49,20 @@ class ServiceProcesses:
         for name in SERVICES:
             self.wait_healthy(name)
 
-    def wait_healthy(self, name: str, timeout: float = 60) -> None:
+    def wait_healthy(self, name: str, timeout: float = 60, probe: str = "/readyz") -> None:
+        """Wait until `probe` answers 200: ready (broker, database, migrations) by default."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             proc = self.procs[name]
             if proc.poll() is not None:
                 raise RuntimeError(f"{name} exited with {proc.returncode}:\n{self.logs(name)}")
             try:
-                if httpx.get(self.url(name) + "/healthz", timeout=2).status_code == 200:
+                if httpx.get(self.url(name) + probe, timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        raise TimeoutError(f"{name} not healthy after {timeout}s:\n{self.logs(name)}")
+        raise TimeoutError(f"{name} not {probe} after {timeout}s:\n{self.logs(name)}")
 
     def kill(self, name: str) -> None:
         """kill -9: no shutdown, no acks, no cleanup."""

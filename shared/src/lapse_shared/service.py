@@ -1,9 +1,13 @@
-"""What every service runs beside its own logic: database, broker, outbox relay, health, serving."""
+"""What every service runs beside its own logic: database, broker, outbox relay, health, metrics,
+trace context at the HTTP edge, the `migrate` command, serving."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import sys
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,16 +17,29 @@ import asyncpg
 import structlog
 import uvicorn
 from aio_pika.abc import AbstractChannel, AbstractRobustChannel, AbstractRobustConnection
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from faststream.rabbit import RabbitBroker
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from lapse_shared.db.migrations import migrate
+from lapse_shared import tracing
+from lapse_shared.db.migrations import migrate, pending_versions
 from lapse_shared.db.outbox import OutboxRelay
 from lapse_shared.db.pool import create_pool, ensure_database
-from lapse_shared.http.problems import install_problem_handlers
+from lapse_shared.http.identity import CurrentIdentity
+from lapse_shared.http.problems import (
+    PROBLEM_BASE,
+    PROBLEM_MEDIA_TYPE,
+    PROBLEM_RESPONSES,
+    ProblemError,
+    install_problem_handlers,
+)
+from lapse_shared.logging import configure_logging
+from lapse_shared.messaging.consumer import observing
 from lapse_shared.messaging.publisher import ConfirmingPublisher, amqp_username
 from lapse_shared.messaging.topology import declare_dead_letter_queue, declare_exchanges
+from lapse_shared.metrics import ServiceMetrics
 from lapse_shared.settings import ServiceSettings
 
 log = structlog.get_logger("lapse.service")
@@ -59,6 +76,12 @@ class ServiceHost:
         self._publisher: ConfirmingPublisher | None = None
         self._relay: OutboxRelay | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.metrics = ServiceMetrics(name)
+        self.metrics.start_at_zero(self._queues)
+        # Outermost, so even a rejected message's log lines carry its trace id.
+        broker.insert_middleware(observing(self.metrics))
+        if schema is not None:
+            self.metrics.add_refresher(self._refresh_outbox_metrics)
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -78,9 +101,12 @@ class ServiceHost:
     async def start(self) -> None:
         s = self.settings
         if self.schema is not None and self._migrations is not None:
-            await ensure_database(s.database_url)
+            # Without migrate-on-start the `migrate` job creates the database; /readyz waits for it.
+            if s.migrate_on_start:
+                await ensure_database(s.database_url)
             self._pool = await create_pool(s.database_url, s.db_pool_min, s.db_pool_max)
-            await migrate(self._pool, self.schema, self._migrations)
+            if s.migrate_on_start:
+                await migrate(self._pool, self.schema, self._migrations)
         self._amqp = await aio_pika.connect_robust(
             s.amqp_url, client_properties={"connection_name": f"lapse-{self.name}-publisher"}
         )
@@ -128,17 +154,64 @@ class ServiceHost:
             await self._pool.close()
         log.info("service stopped")
 
-    async def health(self) -> dict[str, str]:
+    async def readiness(self) -> dict[str, str]:
+        """What this replica needs to do its work: "ok" per dependency, or what is wrong with it."""
         checks: dict[str, str] = {}
         checks["broker"] = "ok" if self._amqp is not None and not self._amqp.is_closed else "down"
-        if self._pool is not None:
+        if self._pool is not None and self.schema is not None and self._migrations is not None:
             try:
                 async with self._pool.acquire(timeout=2) as conn:
-                    await conn.fetchval("SELECT 1")
+                    pending = await pending_versions(conn, self.schema, self._migrations)
                 checks["database"] = "ok"
+                checks["migrations"] = "ok" if not pending else "pending: " + ", ".join(pending)
             except (OSError, asyncpg.PostgresError, TimeoutError):
                 checks["database"] = "down"
+                checks["migrations"] = "unknown"
         return checks
+
+    async def _refresh_outbox_metrics(self) -> None:
+        if self._pool is None:
+            return
+        async with self._pool.acquire(timeout=2) as conn:
+            row = await conn.fetchrow(
+                "SELECT count(*) AS backlog,"
+                " coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS age"
+                f' FROM "{self.schema}".outbox WHERE sent_at IS NULL'
+            )
+        assert row is not None
+        self.metrics.outbox_backlog.set(row["backlog"])
+        self.metrics.outbox_oldest_age.set(row["age"])
+
+
+class TraceContextMiddleware:
+    """Every HTTP request runs in a span: the caller's `traceparent` continued, or a new trace.
+
+    Also gives each request an id (the caller's `X-Request-ID`, or a new one) for the logs, and
+    returns both so a caller can quote them.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        span = tracing.continue_or_start(headers.get(tracing.HEADER))
+        request_id = headers.get("x-request-id", "")[:128] or str(uuid.uuid4())
+
+        async def send_with_ids(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"traceparent", span.encode()),
+                    (b"x-request-id", request_id.encode("latin-1", "replace")),
+                ]
+            await send(message)
+
+        with tracing.span(span), structlog.contextvars.bound_contextvars(request_id=request_id):
+            await self.app(scope, receive, send_with_ids)
 
 
 def create_app(host: ServiceHost, *, title: str, description: str, version: str = "0.1.0") -> FastAPI:
@@ -154,15 +227,57 @@ def create_app(host: ServiceHost, *, title: str, description: str, version: str 
 
     app = FastAPI(title=title, description=description, version=version, lifespan=lifespan)
     install_problem_handlers(app)
-    health = APIRouter(tags=["operations"])
+    app.add_middleware(TraceContextMiddleware)
+    operations = APIRouter(tags=["operations"])
 
-    @health.get("/healthz", summary="Liveness and dependency check (no token: it reveals nothing).")
+    @operations.get("/healthz", summary="Liveness: the process answers (no dependencies checked).")
     async def healthz() -> JSONResponse:
-        checks = await host.health()
-        ok = all(v == "ok" for v in checks.values())
-        return JSONResponse({"status": "ok" if ok else "degraded", "checks": checks}, 200 if ok else 503)
+        return JSONResponse({"status": "ok"})
 
-    app.include_router(health)
+    @operations.get(
+        "/readyz",
+        summary="Readiness: broker connected, database answering, migrations applied (no token).",
+        responses={503: {"content": {PROBLEM_MEDIA_TYPE: {}}, "description": "Not ready; says why."}},
+    )
+    async def readyz() -> JSONResponse:
+        checks = await host.readiness()
+        failing = {k: v for k, v in checks.items() if v != "ok"}
+        if not failing:
+            return JSONResponse({"status": "ok", "checks": checks})
+        detail = "; ".join(f"{k}: {v}" for k, v in failing.items())
+        return JSONResponse(
+            {
+                "type": PROBLEM_BASE + "not-ready",
+                "title": "Not ready",
+                "status": 503,
+                "detail": f"{host.name} is not ready: {detail}",
+                "checks": checks,
+            },
+            503,
+            media_type=PROBLEM_MEDIA_TYPE,
+        )
+
+    @operations.get(
+        "/metrics",
+        summary="Prometheus metrics (messages, handler latency, outbox, and the service's own).",
+        response_class=Response,
+        responses={
+            401: PROBLEM_RESPONSES[401],
+            403: PROBLEM_RESPONSES[401] | {"description": "Not a monitor."},
+        },
+    )
+    async def metrics(identity: CurrentIdentity, request: Request) -> Response:
+        groups = set(host.settings.metrics_groups)
+        if not identity.in_any(groups):
+            raise ProblemError(
+                403,
+                "forbidden",
+                "Forbidden",
+                f"Reading metrics needs membership in one of: {sorted(groups)}.",
+            )
+        return Response(await host.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(operations)
     app.state.host = host
     return app
 
@@ -177,3 +292,45 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
         access_log=False,
         lifespan="on",
     )
+
+
+async def migrate_only(settings: ServiceSettings, schema: str, migrations: str) -> list[str]:
+    """Create the database if needed and apply pending migrations (the advisory lock serialises runs)."""
+    await ensure_database(settings.database_url)
+    pool = await create_pool(settings.database_url, 1, 1)
+    try:
+        return await migrate(pool, schema, migrations)
+    finally:
+        await pool.close()
+
+
+def run_command(
+    name: str,
+    serve_service: Callable[[], None],
+    *,
+    schema: str | None = None,
+    migrations: str | None = None,
+    argv: list[str] | None = None,
+) -> None:
+    """`lapse-<name> [serve]` runs the service; `lapse-<name> migrate` applies migrations and exits."""
+    parser = argparse.ArgumentParser(prog=f"lapse-{name}", description=f"The Lapse {name} service.")
+    parser.add_argument(
+        "command",
+        nargs="?",
+        default="serve",
+        choices=["serve", "migrate"],
+        help="serve (default): run the service; migrate: apply database migrations, then exit.",
+    )
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.command == "serve":
+        serve_service()
+        return
+    if schema is None or migrations is None:
+        configure_logging(name)
+        log.info("nothing to migrate: this service has no database", service=name)
+        return
+    # Only the shared settings: migrating must not need the service's other configuration.
+    settings = ServiceSettings()
+    configure_logging(name, settings.log_level, settings.log_json)
+    applied = asyncio.run(migrate_only(settings, schema, migrations))
+    log.info("migrations done", service=name, schema=schema, applied=applied)

@@ -29,6 +29,12 @@ class ServiceSettings(BaseSettings):
     # HTTP listener for the API, health and metrics.
     http_host: str = "127.0.0.1"
     http_port: int = 8080
+    # Apply this service's migrations at start (guarded by an advisory lock). Set false where a
+    # `lapse-<service> migrate` job runs them first; /readyz reports pending ones meanwhile.
+    migrate_on_start: bool = True
+    # Who may read /metrics (give Prometheus a token in one of these groups).
+    metrics_groups: list[str] = ["monitoring", "lapse-admins"]
+    # Log level of the service's loggers (DEBUG, INFO, WARNING, ERROR).
     log_level: str = "INFO"
     # JSON logs for machines; None means "JSON unless stderr is a terminal".
     log_json: bool | None = None

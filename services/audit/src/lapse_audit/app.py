@@ -25,7 +25,7 @@ from lapse_shared.events import AuditCheckpoint
 from lapse_shared.http.authenticators import build_authenticator
 from lapse_shared.logging import configure_logging
 from lapse_shared.messaging.consumer import build_broker, document_publishers, topic_exchange
-from lapse_shared.service import ServiceHost, create_app, serve
+from lapse_shared.service import ServiceHost, create_app, run_command, serve
 
 NAME = "audit"
 QUEUES = [EVENTS_QUEUE]
@@ -65,6 +65,7 @@ def build(settings: AuditSettings) -> FastAPI:
         prefetch=settings.ingest_prefetch,
         batch_max=settings.ingest_batch_max,
         batch_wait_seconds=settings.ingest_batch_wait_seconds,
+        metrics=host.metrics,
     )
     document_publishers(broker, [AuditCheckpoint])
     broker.publisher(
@@ -145,6 +146,10 @@ def _run_with_host(
 
 
 def main() -> None:
+    run_command(NAME, _serve, schema=SCHEMA, migrations="lapse_audit.migrations")
+
+
+def _serve() -> None:
     settings = AuditSettings()
     configure_logging(NAME, settings.log_level, settings.log_json)
     serve(build(settings), settings)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -30,6 +31,7 @@ from pydantic import ValidationError
 
 from lapse_shared.events import AuditCheckpoint, Event
 from lapse_shared.messaging.topology import EVENTS, queue_arguments
+from lapse_shared.metrics import ServiceMetrics
 
 log = structlog.get_logger("lapse.audit.ingest")
 
@@ -69,7 +71,10 @@ class BatchIngest:
         batch_max: int = 1000,
         batch_wait_seconds: float = 0.02,
         queue: str = EVENTS_QUEUE,
+        metrics: ServiceMetrics | None = None,
     ) -> None:
+        # Batches, not messages, are the handler here: one latency observation per batch.
+        self._metrics = metrics
         self._url = amqp_url
         self._record = record
         self._delivery_limit = delivery_limit
@@ -157,6 +162,12 @@ class BatchIngest:
                 await self._settle(live[-1].channel.basic_nack(_tag(live[-1]), multiple=True, requeue=True))
 
     async def process(self, batch: list[DeliveredMessage]) -> None:
+        started = time.perf_counter()
+        await self._process(batch)
+        if self._metrics is not None:
+            self._metrics.handler_seconds.labels(self._queue).observe(time.perf_counter() - started)
+
+    async def _process(self, batch: list[DeliveredMessage]) -> None:
         chained: list[tuple[DeliveredMessage, dict[str, Any]]] = []
         skipped: list[DeliveredMessage] = []
         for message in batch:
@@ -175,6 +186,9 @@ class BatchIngest:
             await self._settle(message.channel.basic_ack(_tag(message)))
         if chained:
             await self._record_all(chained)
+        if self._metrics is not None:
+            self._metrics.handled.labels(self._queue).inc(len(chained) + len(skipped))
+            self._metrics.failed.labels(self._queue).inc(len(batch) - len(chained) - len(skipped))
 
     async def _record_all(self, chained: list[tuple[DeliveredMessage, dict[str, Any]]]) -> None:
         backoff = 0.5

@@ -1,12 +1,11 @@
-"""HTTP API of the grant service: kill switch, one-time credentials, metrics."""
+"""HTTP API of the grant service: kill switch, one-time credentials (metrics: lapse_shared.service)."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
 
-from fastapi import APIRouter, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lapse_grant.handlers import GrantHandlers
@@ -108,15 +107,3 @@ async def take_credentials(grant_id: uuid.UUID, identity: CurrentIdentity, reque
         )
     response = Credentials(grant_id=grant_id, expires_at=grant.expires_at, credentials=credentials)
     return response
-
-
-@router.get(
-    "/metrics",
-    tags=["operations"],
-    summary="Prometheus metrics (revocation lateness histogram, ...).",
-    response_class=Response,
-    responses={403: PROBLEM_RESPONSES[401] | {"description": "Not a monitor."}},
-)
-async def metrics(identity: CurrentIdentity, request: Request) -> Response:
-    _require(identity, request.app.state.metrics_groups, "Reading metrics")
-    return Response(generate_latest(_handlers(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -17,7 +17,7 @@ from lapse_shared.catalogue import CatalogueSource
 from lapse_shared.http.authenticators import build_authenticator
 from lapse_shared.logging import configure_logging
 from lapse_shared.messaging.consumer import build_broker
-from lapse_shared.service import ServiceHost, create_app, serve
+from lapse_shared.service import ServiceHost, create_app, run_command, serve
 
 NAME = "grant"
 
@@ -53,6 +53,8 @@ class GrantHost(ServiceHost):
             ),
             vault=CredentialVault(key.get_secret_value()) if key else None,
         )
+        self.metrics.extra_registries.append(self.handlers.metrics.registry)
+        self.metrics.add_refresher(self._count_active_grants)
         consumers.register(
             broker,
             self.handlers,
@@ -74,6 +76,11 @@ class GrantHost(ServiceHost):
                 parse_settings(provider.settings_model, resource.provider, resource.target)
             except Exception as exc:  # noqa: BLE001 - reported with the resource named
                 raise SystemExit(f"resource '{resource.name}': {exc}") from None
+
+    async def _count_active_grants(self) -> None:
+        async with self.pool.acquire(timeout=2) as conn:
+            count = await conn.fetchval(f"SELECT count(*) FROM \"{SCHEMA}\".grants WHERE state = 'active'")
+        self.handlers.metrics.active_grants.set(count)
 
     async def start(self) -> None:
         await super().start()
@@ -100,11 +107,14 @@ def build(settings: GrantSettings) -> FastAPI:
     app.state.handlers = host.handlers
     app.state.authenticator = build_authenticator(settings)
     app.state.admin_groups = set(settings.admin_groups)
-    app.state.metrics_groups = set(settings.metrics_groups)
     return app
 
 
 def main() -> None:
+    run_command(NAME, _serve, schema=SCHEMA, migrations="lapse_grant.migrations")
+
+
+def _serve() -> None:
     settings = GrantSettings()
     configure_logging(NAME, settings.log_level, settings.log_json)
     serve(build(settings), settings)

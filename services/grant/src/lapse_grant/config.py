@@ -16,8 +16,6 @@ class GrantSettings(ServiceSettings):
     policy_dir: Path = Path("examples/policies")
     # Who may use the kill switch.
     admin_groups: list[str] = ["lapse-admins", "security"]
-    # Who may read /metrics (give Prometheus a token in one of these groups).
-    metrics_groups: list[str] = ["monitoring", "lapse-admins"]
     # Fernet key (`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`)
     # sealing ephemeral credentials until the requester fetches them; needed by postgres-login.
     credentials_key: SecretStr | None = None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # From "on time" to "an incident": the promise is p99 under 250 ms and max under 1 s.
 LATENESS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
@@ -15,6 +15,11 @@ class GrantMetrics:
             "lapse_grant_revocation_lateness_seconds",
             "revoked_at - expires_at of revocations at the end of the window (expired or swept).",
             buckets=LATENESS_BUCKETS,
+            registry=self.registry,
+        )
+        self.active_grants = Gauge(
+            "lapse_grant_active_grants",
+            "Grants active now, across all replicas (counted at scrape time).",
             registry=self.registry,
         )
         self.revocations = Counter(

@@ -9,6 +9,7 @@ import structlog
 from faststream.rabbit import RabbitBroker
 
 from lapse_policy.engine import PolicySource
+from lapse_policy.metrics import PolicyMetrics
 from lapse_shared.events import PolicyDecided, RequestSubmitted
 from lapse_shared.messaging.consumer import consumer_queue, document_publishers, topic_exchange
 from lapse_shared.messaging.publisher import ConfirmingPublisher
@@ -25,7 +26,9 @@ def register(
     policy: PolicySource,
     publisher: Callable[[], ConfirmingPublisher],
     delivery_limit: int,
+    metrics: PolicyMetrics | None = None,
 ) -> None:
+    metrics = metrics or PolicyMetrics()
     events = topic_exchange(EVENTS)
 
     @broker.subscriber(
@@ -40,7 +43,8 @@ def register(
         # event and the consumers' inboxes drop the duplicate.
         with structlog.contextvars.bound_contextvars(correlation_id=str(event.correlation_id)):
             # Decided as of submission, so a redelivery (same derived event id) decides the same.
-            decision = policy.current(time.monotonic()).decide(event.data, now=event.data.submitted_at)
+            with metrics.decision_seconds.time():
+                decision = policy.current(time.monotonic()).decide(event.data, now=event.data.submitted_at)
             decided = PolicyDecided.create(
                 source=SOURCE, request_id=event.data.request_id, data=decision, cause=event, derived=True
             )

@@ -14,7 +14,7 @@ from lapse_shared.catalogue import CatalogueSource
 from lapse_shared.http.authenticators import build_authenticator
 from lapse_shared.logging import configure_logging
 from lapse_shared.messaging.consumer import build_broker
-from lapse_shared.service import ServiceHost, create_app, serve
+from lapse_shared.service import ServiceHost, create_app, run_command, serve
 
 NAME = "request"
 
@@ -66,6 +66,10 @@ def build(settings: RequestSettings) -> FastAPI:
 
 
 def main() -> None:
+    run_command(NAME, _serve, schema=SCHEMA, migrations="lapse_request.migrations")
+
+
+def _serve() -> None:
     settings = RequestSettings()
     configure_logging(NAME, settings.log_level, settings.log_json)
     serve(build(settings), settings)

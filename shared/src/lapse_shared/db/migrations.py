@@ -19,6 +19,22 @@ def _sql_files(package: str) -> list[tuple[str, str]]:
     )
 
 
+def expected_versions(package: str) -> list[str]:
+    """Every migration version a service's schema needs: the shared ones, then its own."""
+    return [f"shared-{name}" for name, _ in _sql_files("lapse_shared.db.sql")] + [
+        name for name, _ in _sql_files(package)
+    ]
+
+
+async def pending_versions(conn: asyncpg.Connection, schema: str, package: str) -> list[str]:
+    """The versions not applied yet in `schema` (all of them before the first migration)."""
+    exists = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f'"{schema}".schema_migrations')
+    done: set[str] = set()
+    if exists:
+        done = {r["version"] for r in await conn.fetch(f'SELECT version FROM "{schema}".schema_migrations')}
+    return [v for v in expected_versions(package) if v not in done]
+
+
 async def migrate(pool: asyncpg.Pool, schema: str, package: str) -> list[str]:
     """Apply pending migrations for `schema` in one transaction; returns what was applied.
 

@@ -9,6 +9,7 @@ from datetime import datetime
 import asyncpg
 import structlog
 
+from lapse_shared import tracing
 from lapse_shared.events.envelope import Event, utcnow
 from lapse_shared.messaging import delay
 from lapse_shared.messaging.publisher import ConfirmingPublisher
@@ -31,8 +32,8 @@ async def add(
     """
     await conn.execute(
         f'INSERT INTO "{schema}".outbox'
-        " (message_id, exchange, routing_key, message_type, correlation_id, body, due_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        " (message_id, exchange, routing_key, message_type, correlation_id, body, due_at, traceparent)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         event.id,
         exchange,
         event.type,
@@ -40,6 +41,7 @@ async def add(
         str(event.correlation_id),
         event.model_dump_json(),
         due_at,
+        tracing.outgoing(),
     )
 
 
@@ -51,9 +53,12 @@ async def add_many(
         return
     await conn.executemany(
         f'INSERT INTO "{schema}".outbox'
-        " (message_id, exchange, routing_key, message_type, correlation_id, body, due_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, NULL)",
-        [(e.id, exchange, e.type, e.type, str(e.correlation_id), e.model_dump_json()) for e in events],
+        " (message_id, exchange, routing_key, message_type, correlation_id, body, due_at, traceparent)"
+        " VALUES ($1, $2, $3, $4, $5, $6, NULL, $7)",
+        [
+            (e.id, exchange, e.type, e.type, str(e.correlation_id), e.model_dump_json(), tracing.outgoing())
+            for e in events
+        ],
     )
 
 
@@ -158,6 +163,7 @@ class OutboxRelay:
             message_type=row["message_type"],
             correlation_id=row["correlation_id"],
             timestamp=row["created_at"],
+            headers={tracing.HEADER: row["traceparent"]} if row["traceparent"] else None,
         )
 
     async def _cleanup(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -13,8 +14,10 @@ from faststream.message import StreamMessage
 from faststream.rabbit import Channel, ExchangeType, QueueType, RabbitBroker, RabbitExchange, RabbitQueue
 from pydantic import ValidationError
 
+from lapse_shared import tracing
 from lapse_shared.events.envelope import Event
 from lapse_shared.messaging.topology import EVENTS, queue_arguments
+from lapse_shared.metrics import ServiceMetrics
 
 if TYPE_CHECKING:
     from faststream.rabbit.schemas.queue import QuorumQueueArgs
@@ -43,6 +46,29 @@ class RejectInvalidMessages(BaseMiddleware):
                 ],
             )
             raise RejectMessage() from exc
+
+
+def observing(metrics: ServiceMetrics) -> type[BaseMiddleware]:
+    """Middleware continuing the message's trace context and measuring its handler, per queue."""
+
+    class Observe(BaseMiddleware):
+        async def consume_scope(
+            self, call_next: Callable[[Any], Awaitable[Any]], msg: StreamMessage[Any]
+        ) -> Any:
+            subscriber = self.context.get_local("handler_")
+            queue = getattr(getattr(subscriber, "queue", None), "name", None) or "unknown"
+            incoming = msg.headers.get(tracing.HEADER)
+            with tracing.span(tracing.continue_or_start(incoming if isinstance(incoming, str) else None)):
+                started = time.perf_counter()
+                try:
+                    result = await call_next(msg)
+                except BaseException:
+                    metrics.observe(queue, time.perf_counter() - started, ok=False)
+                    raise
+                metrics.observe(queue, time.perf_counter() - started, ok=True)
+                return result
+
+    return Observe
 
 
 def build_broker(amqp_url: str, prefetch: int, service: str) -> RabbitBroker:

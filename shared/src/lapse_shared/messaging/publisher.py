@@ -8,6 +8,7 @@ from urllib.parse import unquote, urlsplit
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange
 
+from lapse_shared import tracing
 from lapse_shared.events.envelope import Event
 
 
@@ -83,5 +84,7 @@ class ConfirmingPublisher:
         await (await self._exchange(exchange)).publish(message, routing_key=routing_key)
 
     async def publish(self, event: Event, *, exchange: str, routing_key: str | None = None) -> None:
-        message = to_message(event, user_id=self.user_id)
+        traceparent = tracing.outgoing()
+        headers = {tracing.HEADER: traceparent} if traceparent else None
+        message = to_message(event, headers, user_id=self.user_id)
         await (await self._exchange(exchange)).publish(message, routing_key=routing_key or event.type)

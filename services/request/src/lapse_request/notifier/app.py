@@ -11,7 +11,7 @@ import structlog
 from fastapi import FastAPI
 from pydantic import ValidationError
 
-from lapse_request.notifier import api, consumers, repository
+from lapse_request.notifier import consumers, repository
 from lapse_request.notifier.config import NotifierSettings
 from lapse_request.notifier.dispatcher import RetryPolicy, WebhookDispatcher
 from lapse_request.notifier.metrics import NotifierMetrics
@@ -19,7 +19,7 @@ from lapse_request.notifier.webhooks import ConfigError, Webhook, load_webhooks
 from lapse_shared.http.authenticators import build_authenticator
 from lapse_shared.logging import configure_logging
 from lapse_shared.messaging.consumer import build_broker
-from lapse_shared.service import ServiceHost, create_app, serve
+from lapse_shared.service import ServiceHost, create_app, run_command, serve
 
 NAME = "notifier"
 HOUSEKEEPING_SECONDS = 600.0
@@ -43,7 +43,8 @@ class NotifierHost(ServiceHost):
         )
         self.notifier_settings = settings
         self.webhooks = webhooks
-        self.metrics = NotifierMetrics()
+        self.notifier_metrics = NotifierMetrics()
+        self.metrics.extra_registries.append(self.notifier_metrics.registry)
         self.policy = RetryPolicy(
             max_attempts=settings.notifier_max_attempts,
             max_age_seconds=settings.notifier_max_age_seconds,
@@ -53,7 +54,7 @@ class NotifierHost(ServiceHost):
         self.dispatchers: dict[str, WebhookDispatcher] = {}
         self._client: httpx.AsyncClient | None = None
         consumers.register(
-            broker, lambda: self.pool, webhooks, self.wake, self.metrics, settings.delivery_limit
+            broker, lambda: self.pool, webhooks, self.wake, self.notifier_metrics, settings.delivery_limit
         )
 
     def wake(self, names: list[str]) -> None:
@@ -72,13 +73,13 @@ class NotifierHost(ServiceHost):
                 webhook,
                 self.pool,
                 self._client,
-                self.metrics,
+                self.notifier_metrics,
                 self.policy,
                 concurrency=s.notifier_concurrency,
                 poll_seconds=s.notifier_poll_seconds,
             )
             self.dispatchers[webhook.name] = dispatcher
-            self.metrics.start_at_zero(webhook.name)
+            self.notifier_metrics.start_at_zero(webhook.name)
             self.spawn(dispatcher.run)
         self.spawn(self._housekeeping)
         log.info("notifier started", webhooks=[repr(w) for w in self.webhooks])
@@ -113,14 +114,16 @@ def build(settings: NotifierSettings) -> FastAPI:
         title="Lapse notifier",
         description="Tells approvers' channels (Slack, Teams, JSON webhooks) about reviews and decisions.",
     )
-    app.include_router(api.router)
-    app.state.metrics = host.metrics
+    app.state.metrics = host.notifier_metrics
     app.state.authenticator = build_authenticator(settings)
-    app.state.metrics_groups = set(settings.metrics_groups)
     return app
 
 
 def main() -> None:
+    run_command(NAME, _serve, schema=repository.SCHEMA, migrations="lapse_request.notifier.migrations")
+
+
+def _serve() -> None:
     try:
         settings = NotifierSettings()
     except ValidationError as exc:

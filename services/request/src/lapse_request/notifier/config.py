@@ -13,8 +13,6 @@ class NotifierSettings(ServiceSettings):
     # LAPSE_NOTIFIER_CONFIG: the YAML file listing the webhooks (see examples/notifier.yaml).
     # Required: a notifier that silently tells nobody is worse than one that refuses to start.
     notifier_config: Path
-    # Who may read /metrics (give Prometheus a token in one of these groups).
-    metrics_groups: list[str] = ["monitoring", "lapse-admins"]
     # Attempts of one notice before it is marked failed (the first try included).
     notifier_max_attempts: int = Field(8, ge=1)
     # A notice not delivered this long after it was recorded is marked failed: an approval
