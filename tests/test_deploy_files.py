@@ -234,3 +234,16 @@ def test_compose_notifier_reads_a_valid_webhook_file_posting_to_the_sink() -> No
     hooks = load_webhooks(ROOT / "deploy" / "compose" / "notifier.yaml", {})
     assert {h.host for h in hooks} == {"webhook-sink"}
     assert "webhook-sink" in services
+
+
+def test_compose_migrates_once_before_any_service_starts() -> None:
+    services = _compose()["services"]
+    migrate = services["migrate"]
+    assert migrate["restart"] == "no"
+    command = " ".join(migrate["command"])
+    for module in ("lapse_request", "lapse_grant", "lapse_audit", "lapse_request.notifier"):
+        assert f"python -m {module} migrate" in command, module
+    for name in ("request", "policy", "grant", "audit", "notifier"):
+        service = services[name]
+        assert service["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}, name
+        assert service["environment"]["LAPSE_MIGRATE_ON_START"] == "false", name

@@ -268,9 +268,10 @@ def _assert_locked_down(template: Document, label: str) -> None:
 
 def test_migration_jobs_run_the_migrate_command(rendered_base: list[Document]) -> None:
     jobs = _of_kind(rendered_base, "Job")
-    assert set(jobs) == {f"lapse-{name}-migrate" for name in ("request", "grant", "audit")}
+    assert set(jobs) == {f"lapse-{name}-migrate" for name in ("request", "grant", "audit", "notifier")}
     for name, job in jobs.items():
         service = name.removeprefix("lapse-").removesuffix("-migrate")
+        service = "request.notifier" if service == "notifier" else service
         [container] = job["spec"]["template"]["spec"]["containers"]
         assert container["command"] == ["python", "-m", f"lapse_{service}", "migrate"], name
         assert job["spec"]["template"]["spec"]["restartPolicy"] == "OnFailure", name
