@@ -20,33 +20,46 @@ class HttpPool:
         async with self._slots:
             if self._idle:
                 reader, writer = self._idle.pop()
-            else:
-                reader, writer = await asyncio.open_connection(self._host, self._port)
-            head = (
-                f"POST {path} HTTP/1.1\r\nHost: {self._host}:{self._port}\r\n"
-                f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n"
-            )
-            try:
-                writer.write(head.encode() + body)
-                status_line = await reader.readuntil(b"\r\n")
-                length, close = 0, False
-                while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
-                    name, _, value = line.decode("latin-1").partition(":")
-                    name = name.strip().lower()
-                    if name == "content-length":
-                        length = int(value)
-                    elif name == "connection" and value.strip().lower() == "close":
-                        close = True
-                payload = await reader.readexactly(length)
-            except BaseException:
-                writer.close()
-                raise
-            if close:
-                writer.close()
-            else:
-                self._idle.append((reader, writer))
-            return int(status_line.split()[1]), payload
+                try:
+                    return await self._exchange(reader, writer, path, body, token)
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    pass  # the server closed an idle keep-alive connection: once more on a new one
+            reader, writer = await asyncio.open_connection(self._host, self._port)
+            return await self._exchange(reader, writer, path, body, token)
+
+    async def _exchange(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        path: str,
+        body: bytes,
+        token: str,
+    ) -> tuple[int, bytes]:
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {self._host}:{self._port}\r\n"
+            f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        try:
+            writer.write(head.encode() + body)
+            status_line = await reader.readuntil(b"\r\n")
+            length, close = 0, False
+            while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
+                name, _, value = line.decode("latin-1").partition(":")
+                name = name.strip().lower()
+                if name == "content-length":
+                    length = int(value)
+                elif name == "connection" and value.strip().lower() == "close":
+                    close = True
+            payload = await reader.readexactly(length)
+        except BaseException:
+            writer.close()
+            raise
+        if close:
+            writer.close()
+        else:
+            self._idle.append((reader, writer))
+        return int(status_line.split()[1]), payload
 
     async def close(self) -> None:
         for _, writer in self._idle:

@@ -42,7 +42,12 @@ from bench.raw import (
 )
 
 P99_LIMIT_MS = 250.0
-OWN_QUEUES = ("bench.",)  # the benchmark's own queues, not counted as Lapse's deliveries
+OWN_QUEUES = ("bench.",)
+HOPS = [
+    "request.submitted",
+    "policy.decided",
+    "request.approved",
+]  # the benchmark's own queues, not counted as Lapse's deliveries
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -58,11 +63,17 @@ class Observer:
 
     activated: dict[str, float] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
+    # With --hops: arrival of each earlier event of the lifecycle, to show where the time goes.
+    hops: dict[str, dict[str, float]] = field(default_factory=dict)
 
-    async def start(self, channel: aio_pika.abc.AbstractChannel) -> None:
+    async def start(self, channel: aio_pika.abc.AbstractChannel, hops: bool) -> None:
         events = await channel.get_exchange("lapse.events")
         queue = await channel.declare_queue(f"bench.events.{uuid.uuid4().hex[:6]}", exclusive=True)
-        for key in ("grant.activated", "grant.failed", "request.rejected", "request.denied"):
+        keys = ["grant.activated", "grant.failed", "request.rejected", "request.denied"]
+        if hops:
+            keys += HOPS
+            self.hops = {key: {} for key in HOPS}
+        for key in keys:
             await queue.bind(events, key)
         await queue.consume(self._on_message, no_ack=True)
 
@@ -70,7 +81,10 @@ class Observer:
         now = time.monotonic()
         event = json.loads(message.body)
         data = event.get("data", {})
-        if event.get("type") == "grant.activated":
+        kind = event.get("type")
+        if kind in self.hops:
+            self.hops[kind].setdefault(str(data.get("request_id")), now)
+        elif kind == "grant.activated":
             self.activated.setdefault(str(data["request_id"]), now)
         else:
             key = str(data.get("request_id") or data.get("command_id"))
@@ -81,6 +95,7 @@ class Observer:
 class Sent:
     scheduled: float
     sent: float = math.nan
+    answered: float = math.nan  # HTTP response, or the broker's confirm of the command
     request_id: str | None = None
     error: str | None = None
 
@@ -132,6 +147,18 @@ async def run_step(
         for s in sends
         if s.request_id is not None and s.request_id in observer.activated
     ]
+    hops = {
+        kind: round(
+            percentile(
+                [(seen[s.request_id] - s.scheduled) * 1000 for s in sends if s.request_id in seen], 50
+            ),
+            1,
+        )
+        for kind, seen in observer.hops.items()
+    }
+    hops["answered"] = round(
+        percentile([(s.answered - s.scheduled) * 1000 for s in sends if not math.isnan(s.answered)], 50), 1
+    )
     lags = [(s.sent - s.scheduled) * 1000 for s in sends if not math.isnan(s.sent)]
     errors = [s.error for s in sends if s.error] + [
         observer.failed[s.request_id] for s in sends if s.request_id in observer.failed
@@ -160,6 +187,7 @@ async def run_step(
         "p50_ms": round(percentile(latencies, 50), 1),
         "p99_ms": round(p99, 1),
         "max_ms": round(max(latencies), 1) if latencies else math.nan,
+        "hop_arrival_p50_ms": hops,
         "send_lag_p99_ms": round(percentile(lags, 99), 1),
         "backlog_at_end": backlog,
         "backlog_limit": backlog_limit,
@@ -249,6 +277,9 @@ async def main() -> None:
     parser.add_argument("--raw-seconds", type=float, default=8, help="length of each raw limit measurement")
     parser.add_argument("--subjects", type=int, default=100, help="distinct requesters (member roles)")
     parser.add_argument("--log-level", default="INFO", help="the services' LAPSE_LOG_LEVEL (deployed: INFO)")
+    parser.add_argument(
+        "--hops", action="store_true", help="also time the arrival of each earlier event (p50 per hop)"
+    )
     parser.add_argument("--keep-going", action="store_true", help="run every rate even after one fails")
     parser.add_argument("--quick", action="store_true", help="rates 50,200 for 5 s each, 3 s raw limits")
     parser.add_argument("--out", type=Path, help="JSON results (default bench-lifecycle-<time>.json)")
@@ -279,7 +310,7 @@ async def main() -> None:
         listen = await connection.channel()
         await listen.set_qos(prefetch_count=2000)
         observer = Observer()
-        await observer.start(listen)
+        await observer.start(listen, args.hops)
         publishing = await connection.channel(publisher_confirms=True)
         commands = await publishing.get_exchange("lapse.commands")
         request_urls = [urlsplit(r.url) for r in services.of("request")]
@@ -301,6 +332,7 @@ async def main() -> None:
                 item.error = f"http {status}: {payload[:200]!r}"
                 return
             item.request_id = json.loads(payload)["id"]
+            item.answered = time.monotonic()
 
         async def send_amqp(i: int, item: Sent) -> None:
             command_id = str(uuid.uuid4())
@@ -332,6 +364,8 @@ async def main() -> None:
                 )
             except aio_pika.exceptions.AMQPError as exc:
                 item.error = f"amqp: {exc!r}"
+                return
+            item.answered = time.monotonic()
 
         senders = {"http": send_http, "amqp": send_amqp}
         steps: list[dict[str, Any]] = []
@@ -339,6 +373,7 @@ async def main() -> None:
         for path in paths:
             # Warm-up (connections, prepared statements, JIT of the policy), not reported.
             await run_step(path, 20, 2, senders[path], observer, services, args.drain)
+            await asyncio.sleep(6)  # so the counters below include all of the warm-up's deliveries
             counters = management.deliveries()
             done = 0
             for rate in rates:
@@ -348,7 +383,8 @@ async def main() -> None:
                 print(
                     f"{path} {rate:g}/s: p50 {step['p50_ms']} p99 {step['p99_ms']} max {step['max_ms']} ms,"
                     f" lost {step['lost']}, errors {step['errors']}, backlog {step['backlog_at_end']},"
-                    f" sustainable {step['sustainable']}, load {step['load_average'][1][0]}",
+                    f" sustainable {step['sustainable']}, load {step['load_average'][1][0]}"
+                    + (f", hops p50 {step['hop_arrival_p50_ms']}" if args.hops else ""),
                     flush=True,
                 )
                 if not step["sustainable"] and not args.keep_going:

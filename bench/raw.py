@@ -34,7 +34,7 @@ async def broker_confirmed_rate(amqp_url: str, seconds: float, in_flight: int = 
             if counting:
                 consumed += 1
 
-        await queue.consume(on_message)
+        tag = await queue.consume(on_message)
         deadline = time.monotonic() + 1.0 + seconds  # one second of warm-up, not counted
 
         async def publisher() -> None:
@@ -48,6 +48,7 @@ async def broker_confirmed_rate(amqp_url: str, seconds: float, in_flight: int = 
         counting, started = True, time.monotonic()
         await asyncio.gather(*tasks)
         rate = consumed / (time.monotonic() - started)
+        await queue.cancel(tag)
         await queue.delete(if_unused=False, if_empty=False)
         return {"confirmed_publish_consume_ack_per_s": round(rate, 1), "in_flight": in_flight}
     finally:
