@@ -252,7 +252,7 @@ def print_table(result: dict[str, Any]) -> None:
             "yes" if s["sustainable"] else "NO",
             f"{s['load_average'][1][0]:.1f}",
         )
-    console = Console()
+    console = Console(width=120)
     console.print(table)
     procs = Table(title="Per process: peak RSS (MiB), CPU % at the highest sustainable step")
     procs.add_column("process")
@@ -269,7 +269,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rates", default="50,100,200,300,400,500", help="offered rates, req/s, in order")
+    parser.add_argument("--rates", default="10,25,50,100,200,300,400", help="offered rates, req/s, in order")
     parser.add_argument("--seconds", type=float, default=20, help="length of each rate step")
     parser.add_argument("--paths", default="http,amqp", help="http, amqp or both")
     parser.add_argument("--replicas", default="", help="e.g. grant=2,request=2 (default one of each)")
