@@ -21,7 +21,7 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +35,7 @@ from bench.environment import RESOURCE, Deployment, Services
 from bench.http_client import HttpPool
 from bench.raw import (
     broker_confirmed_rate,
+    confirm_latency,
     cpu_seconds,
     database_commit_rate,
     load_average,
@@ -100,6 +101,26 @@ class Sent:
     error: str | None = None
 
 
+async def settle(observer: Observer, offered: list[Sent], limit_seconds: float) -> int:
+    """Wait until every request offered so far ended (or `limit_seconds` passed): a path that fell behind
+    must not leave its backlog to the next path's first step. Returns how many are still open."""
+    deadline = time.monotonic() + limit_seconds
+
+    def still_open() -> int:
+        return sum(
+            1
+            for s in offered
+            if s.error is None
+            and s.request_id is not None
+            and s.request_id not in observer.activated
+            and s.request_id not in observer.failed
+        )
+
+    while (left := still_open()) and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+    return left
+
+
 def process_stats(services: Services) -> dict[str, tuple[float, float]]:
     return {r.name: (time.monotonic(), cpu_seconds(r.process.pid)) for r in services.running}
 
@@ -108,16 +129,18 @@ async def run_step(
     path: str,
     rate: float,
     seconds: float,
-    send: Callable[[int, Sent], Awaitable[None]],
+    send: Callable[[int, Sent], Coroutine[Any, Any, None]],
     observer: Observer,
     services: Services,
     drain: float,
+    offered: list[Sent],
 ) -> dict[str, Any]:
     n = max(1, round(rate * seconds))
     before = process_stats(services)
     load_before = load_average()
     start = time.monotonic() + 0.05
     sends = [Sent(start + i / rate) for i in range(n)]
+    offered.extend(sends)
     tasks: set[asyncio.Task[None]] = set()
     for i, item in enumerate(sends):
         delay = item.scheduled - time.monotonic()
@@ -303,6 +326,7 @@ async def main() -> None:
         result["raw"] = {
             "broker": await broker_confirmed_rate(deployment.amqp_url, args.raw_seconds),
             "database": await database_commit_rate(deployment.database_url, args.raw_seconds),
+            "confirm_latency": await confirm_latency(deployment.amqp_url),
             "load_average": load_average(),
         }
         print(f"raw limits: {result['raw']}", flush=True)
@@ -368,16 +392,19 @@ async def main() -> None:
             item.answered = time.monotonic()
 
         senders = {"http": send_http, "amqp": send_amqp}
+        offered: list[Sent] = []
         steps: list[dict[str, Any]] = []
         result["deliveries_per_lifecycle"] = {}
         for path in paths:
             # Warm-up (connections, prepared statements, JIT of the policy), not reported.
-            await run_step(path, 20, 2, senders[path], observer, services, args.drain)
+            await run_step(path, 20, 2, senders[path], observer, services, args.drain, offered)
             await asyncio.sleep(6)  # so the counters below include all of the warm-up's deliveries
             counters = management.deliveries()
             done = 0
             for rate in rates:
-                step = await run_step(path, rate, args.seconds, senders[path], observer, services, args.drain)
+                step = await run_step(
+                    path, rate, args.seconds, senders[path], observer, services, args.drain, offered
+                )
                 steps.append(step)
                 done += step["activated"]
                 print(
@@ -390,6 +417,8 @@ async def main() -> None:
                 if not step["sustainable"] and not args.keep_going:
                     break
                 await asyncio.sleep(1)
+            if left := await settle(observer, offered, 180):
+                print(f"{left} requests still not active 180 s after {path}'s last step", flush=True)
             if done:
                 result["deliveries_per_lifecycle"][path] = await deliveries_per_lifecycle(
                     management, counters, done

@@ -109,3 +109,37 @@ def memory_mib(pid: int) -> dict[str, float]:
 def load_average() -> list[float]:
     with open("/proc/loadavg") as f:
         return [float(x) for x in f.read().split()[:3]]
+
+
+async def confirm_latency(amqp_url: str, count: int = 200) -> dict[str, float]:
+    """One publish at a time, awaiting its confirm: milliseconds p50/p99 into a quorum queue,
+    and into the delay cascade as the outbox relays a 24 h `request.expire` (the cascade's
+    exchanges exist once the services have started; the message stays in a level queue until
+    the vhost is deleted)."""
+    from lapse_shared.messaging import delay
+
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        name = f"bench.latency.{uuid.uuid4().hex[:8]}"
+        queue = await channel.declare_queue(name, durable=True, arguments={"x-queue-type": "quorum"})
+        cascade = await channel.get_exchange(delay.entry_exchange(), ensure=True)
+        out: dict[str, float] = {}
+        for label, exchange, key in (
+            ("quorum_queue", channel.default_exchange, name),
+            ("delay_cascade_24h", cascade, delay.routing_key(86_400, "bench.probe")),
+        ):
+            times = []
+            for _ in range(count):
+                started = time.monotonic()
+                await exchange.publish(
+                    aio_pika.Message(BODY, delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key=key
+                )
+                times.append((time.monotonic() - started) * 1000)
+            times.sort()
+            out[f"{label}_p50_ms"] = round(times[len(times) // 2], 2)
+            out[f"{label}_p99_ms"] = round(times[min(len(times) - 1, int(len(times) * 0.99))], 2)
+        await queue.delete(if_unused=False, if_empty=False)
+        return out
+    finally:
+        await connection.close()
