@@ -110,12 +110,7 @@ class ServiceHost:
         self._amqp = await aio_pika.connect_robust(
             s.amqp_url, client_properties={"connection_name": f"lapse-{self.name}-publisher"}
         )
-        self._channel = await self._amqp.channel(publisher_confirms=True)
-        await declare_exchanges(self.channel)
-        for queue in self._queues:
-            await declare_dead_letter_queue(self.channel, queue)
-        if self._topology is not None:
-            await self._topology(self.channel)
+        await self._declare_topology()
         self._publisher = ConfirmingPublisher(self.channel, user_id=amqp_username(s.amqp_url))
         if self._pool is not None and self.schema is not None:
             self._relay = OutboxRelay(
@@ -124,6 +119,32 @@ class ServiceHost:
             self.spawn(self._relay.run)
         await self.broker.start()
         log.info("service started", queues=self._queues)
+
+    async def _declare_topology(self, attempts: int = 6) -> None:
+        """Exchanges, dead-letter queues and the service's own topology (the delay cascade).
+
+        Retried on a fresh channel when the broker refuses a declaration for a moment: services
+        starting together declare the same quorum queues, and RabbitMQ answers a declaration that
+        races a queue's creation with NOT_FOUND "home node ... is down or inaccessible" (closing
+        the channel) until that queue's Raft cluster is up.
+        """
+        assert self._amqp is not None
+        for attempt in range(1, attempts + 1):
+            self._channel = await self._amqp.channel(publisher_confirms=True)
+            try:
+                await declare_exchanges(self.channel)
+                for queue in self._queues:
+                    await declare_dead_letter_queue(self.channel, queue)
+                if self._topology is not None:
+                    await self._topology(self.channel)
+                return
+            except (aio_pika.exceptions.ChannelNotFoundEntity, aio_pika.exceptions.ChannelClosed) as exc:
+                if attempt == attempts:
+                    raise
+                log.warning("topology declaration refused; retrying", attempt=attempt, error=str(exc))
+                with contextlib.suppress(Exception):
+                    await self._channel.close()
+                await asyncio.sleep(0.5 * attempt)
 
     def spawn(self, job: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run a background job for the life of the service; a crash is logged, not swallowed."""
