@@ -297,21 +297,16 @@ class GrantHandlers:
         The command carries the expiry, so waiting needs no database; revoke_grant checks the
         grant is still active (a stale command for an ended grant is a no-op).
         """
-        remaining = (command.data.expires_at - self._clock()).total_seconds()
         log.debug(
-            "expiry message arrived", grant_id=str(command.data.grant_id), early_ms=round(remaining * 1000)
+            "expiry message arrived",
+            grant_id=str(command.data.grant_id),
+            early_ms=round((command.data.expires_at - self._clock()).total_seconds() * 1000),
         )
-        if remaining > self._t.expire_hold_seconds:
-            # Early beyond the cascade's rounding and lead (e.g. clocks moved): send it round again.
-            again = GrantExpire.create(
-                source=command.source, request_id=command.correlation_id, cause=command, data=command.data
-            )
-            async with self._pool().acquire() as conn, conn.transaction():
-                await outbox.add(conn, SCHEMA, again, exchange=COMMANDS, due_at=command.data.expires_at)
-            log.info("early expiry rescheduled", grant_id=str(command.data.grant_id), remaining_s=remaining)
+        due = command.data.expires_at
+        if not await outbox.hold_until_due(
+            self._pool(), SCHEMA, command, due, self._clock(), self._t.expire_hold_seconds
+        ):
             return
-        if remaining > 0:
-            await asyncio.sleep(remaining)
         await self._expiries.revoke(command.data.grant_id)
 
     async def revoke_grant(

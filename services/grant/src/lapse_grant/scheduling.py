@@ -54,18 +54,9 @@ class Scheduler:
 
     async def on_start_command(self, command: GrantStart) -> None:
         """The delayed start arrived: wait out the rest until due (as expiries do), then start."""
-        remaining = (command.data.start_at - self._clock()).total_seconds()
-        if remaining > self._hold:
-            # Early beyond the cascade's rounding and lead (e.g. clocks moved): send it round again.
-            again = GrantStart.create(
-                source=command.source, request_id=command.correlation_id, cause=command, data=command.data
-            )
-            async with self._pool().acquire() as conn, conn.transaction():
-                await outbox.add(conn, SCHEMA, again, exchange=COMMANDS, due_at=command.data.start_at)
-            log.info("early start rescheduled", grant_id=str(command.data.grant_id), remaining_s=remaining)
+        due = command.data.start_at
+        if not await outbox.hold_until_due(self._pool(), SCHEMA, command, due, self._clock(), self._hold):
             return
-        if remaining > 0:
-            await asyncio.sleep(remaining)
         await self.start(command.data.grant_id, command)
 
     async def start(self, grant_id: uuid.UUID, cause: Event | None = None) -> bool:

@@ -39,6 +39,8 @@ from lapse_shared.messaging.topology import COMMANDS
 log = structlog.get_logger("lapse.request")
 SCHEMA = repository.SCHEMA
 T = TypeVar("T")
+# A delayed request.expire arriving this early is held until due; earlier, it goes round again.
+HOLD_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -208,13 +210,14 @@ class RequestHandlers:
 
     async def on_expire(self, command: RequestExpire) -> None:
         """The delayed pending-TTL command arrived: expire the request if it is still pending."""
+        due = command.data.pending_until
+        if not await outbox.hold_until_due(self._pool(), SCHEMA, command, due, self._clock(), HOLD_SECONDS):
+            return
         async with self._pool().acquire() as conn, conn.transaction():
             if not await inbox.claim(conn, SCHEMA, command):
                 return
             request = await repository.get(conn, command.data.request_id, for_update=True)
-            # The cascade may deliver up to its lead early: never expire before pending_until.
-            now = max(self._clock(), command.data.pending_until)
-            if request is None or not domain.expire(request, command, now):
+            if request is None or not domain.expire(request, command, self._clock()):
                 return
             await self._commit(conn, request)
         log.info("pending request expired", request_id=str(request.id))

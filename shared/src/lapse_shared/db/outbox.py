@@ -13,7 +13,7 @@ from lapse_shared import tracing
 from lapse_shared.events.envelope import Event, utcnow
 from lapse_shared.messaging import delay
 from lapse_shared.messaging.publisher import ConfirmingPublisher
-from lapse_shared.messaging.topology import EVENTS
+from lapse_shared.messaging.topology import COMMANDS, EVENTS
 
 log = structlog.get_logger("lapse.outbox")
 
@@ -60,6 +60,35 @@ async def add_many(
             for e in events
         ],
     )
+
+
+async def hold_until_due(
+    pool: asyncpg.Pool,
+    schema: str,
+    command: Event,
+    due_at: datetime,
+    now: datetime,
+    hold_seconds: float,
+) -> bool:
+    """A delayed command arrived through the cascade: sleep out the rest until `due_at` and
+    return True; or, when it is early by more than `hold_seconds` (the cascade's lead and
+    rounding are less; clocks moved), queue it round the cascade again and return False.
+
+    The one rule for every delayed command (grant.expire, grant.start, request.expire), so none
+    acts early and none is held in memory for long.
+    """
+    remaining = (due_at - now).total_seconds()
+    if remaining > hold_seconds:
+        again = type(command).create(
+            source=command.source, request_id=command.correlation_id, cause=command, data=command.data
+        )
+        async with pool.acquire() as conn, conn.transaction():
+            await add(conn, schema, again, exchange=COMMANDS, due_at=due_at)
+        log.info("early delayed command sent round again", type=command.type, remaining_s=remaining)
+        return False
+    if remaining > 0:
+        await asyncio.sleep(remaining)
+    return True
 
 
 class OutboxRelay:
