@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import time
 import uuid
 from collections.abc import Callable, Coroutine
@@ -38,6 +39,7 @@ from bench.raw import (
     confirm_latency,
     cpu_seconds,
     database_commit_rate,
+    infrastructure_cpu_seconds,
     load_average,
     memory_mib,
 )
@@ -125,6 +127,27 @@ def process_stats(services: Services) -> dict[str, tuple[float, float]]:
     return {r.name: (time.monotonic(), cpu_seconds(r.process.pid)) for r in services.running}
 
 
+def cpu_snapshot(services: Services) -> dict[str, float]:
+    """CPU seconds so far: each service process, the broker, the database, this benchmark,
+    and the machine (busy and total)."""
+    return {
+        **{r.name: cpu_seconds(r.process.pid) for r in services.running},
+        **infrastructure_cpu_seconds(),
+        "benchmark": cpu_seconds(os.getpid()),
+    }
+
+
+def cpu_per_lifecycle(before: dict[str, float], after: dict[str, float], lifecycles: int) -> dict[str, Any]:
+    """Where the machine's CPU went over a step: milliseconds of CPU per request offered, by
+    process group, and how busy the machine was. Less noisy than latency on a shared box."""
+    spent = {k: after[k] - before[k] for k in after}
+    total, busy = spent.pop("machine_total"), spent.pop("machine_busy")
+    per = {k: round(1000 * v / lifecycles, 2) for k, v in spent.items()}
+    per["all_processes"] = round(1000 * busy / lifecycles, 2)
+    busy_percent = round(100 * busy / total, 1) if total else math.nan
+    return {"ms_per_lifecycle": per, "machine_busy_percent": busy_percent}
+
+
 async def run_step(
     path: str,
     rate: float,
@@ -137,6 +160,7 @@ async def run_step(
 ) -> dict[str, Any]:
     n = max(1, round(rate * seconds))
     before = process_stats(services)
+    cpu_before = cpu_snapshot(services)
     load_before = load_average()
     start = time.monotonic() + 0.05
     sends = [Sent(start + i / rate) for i in range(n)]
@@ -154,6 +178,7 @@ async def run_step(
     # the ones of the last few hundred milliseconds in flight.
     backlog = sum(1 for s in sends if s.request_id is None or s.request_id not in observer.activated)
     after = process_stats(services)  # CPU over the offered-load interval only, not the drain
+    cpu = cpu_per_lifecycle(cpu_before, cpu_snapshot(services), n)
     deadline = end_of_sending + drain
     while time.monotonic() < deadline and (
         tasks
@@ -216,6 +241,7 @@ async def run_step(
         "backlog_limit": backlog_limit,
         "load_average": [load_before, load_average()],
         "processes": processes,
+        "cpu": cpu,
     }
     step["sustainable"] = bool(
         step["lost"] == 0 and step["errors"] == 0 and p99 < P99_LIMIT_MS and backlog <= backlog_limit
@@ -411,7 +437,9 @@ async def main() -> None:
                     f"{path} {rate:g}/s: p50 {step['p50_ms']} p99 {step['p99_ms']} max {step['max_ms']} ms,"
                     f" lost {step['lost']}, errors {step['errors']}, backlog {step['backlog_at_end']},"
                     f" sustainable {step['sustainable']}, load {step['load_average'][1][0]}"
-                    + (f", hops p50 {step['hop_arrival_p50_ms']}" if args.hops else ""),
+                    + (f", hops p50 {step['hop_arrival_p50_ms']}" if args.hops else "")
+                    + f"\n    machine busy {step['cpu']['machine_busy_percent']}%,"
+                    f" CPU ms per lifecycle {step['cpu']['ms_per_lifecycle']}",
                     flush=True,
                 )
                 if not step["sustainable"] and not args.keep_going:

@@ -96,6 +96,40 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def _stat_fields(pid: str) -> tuple[str, list[str]] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            raw = f.read()
+    except OSError:  # the process ended between listing and reading
+        return None
+    head, _, tail = raw.rpartition(")")
+    return head.partition("(")[2], tail.split()
+
+
+def infrastructure_cpu_seconds() -> dict[str, float]:
+    """CPU so far of the broker (`beam.smp`) and of the database (every `postgres` process),
+    each including its reaped children, so backends that ended still count; and the machine's
+    busy and total CPU seconds from /proc/stat. Differences over a step say where the CPU went.
+    """
+    out = {"broker": 0.0, "database": 0.0}
+    names = {"beam.smp": "broker", "postgres": "database"}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        stat = _stat_fields(pid)
+        if stat is None or stat[0] not in names:
+            continue
+        fields = stat[1]
+        # utime, stime, cutime, cstime (fields 14-17): children's time counts once reaped.
+        out[names[stat[0]]] += sum(int(x) for x in fields[11:15]) / CLOCK_TICKS
+    with open("/proc/stat") as f:
+        cpu = [int(x) for x in f.readline().split()[1:]]
+    idle = cpu[3] + cpu[4]  # idle + iowait
+    out["machine_total"] = sum(cpu[:8]) / CLOCK_TICKS
+    out["machine_busy"] = (sum(cpu[:8]) - idle) / CLOCK_TICKS
+    return out
+
+
 def memory_mib(pid: int) -> dict[str, float]:
     """Current and peak resident set (VmRSS, VmHWM) in MiB."""
     out: dict[str, float] = {}
