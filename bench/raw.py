@@ -157,7 +157,7 @@ async def confirm_latency(amqp_url: str, count: int = 200) -> dict[str, float]:
         channel = await connection.channel(publisher_confirms=True)
         name = f"bench.latency.{uuid.uuid4().hex[:8]}"
         queue = await channel.declare_queue(name, durable=True, arguments={"x-queue-type": "quorum"})
-        cascade = await channel.get_exchange(delay.entry_exchange(), ensure=True)
+        cascade = await channel.get_exchange(delay.entry_exchange(86_400), ensure=True)
         out: dict[str, float] = {}
         for label, exchange, key in (
             ("quorum_queue", channel.default_exchange, name),

@@ -151,11 +151,11 @@ def dead_letter_exchange(queue: str) -> str:
     return DELIVER if level == 0 else level_name(level - 1)
 
 
-def simulate(delay_seconds: int) -> tuple[int, list[str]]:
-    """Follow one message from the entry exchange to the consumer; (seconds waited, queues)."""
+def simulate(delay_seconds: int, *, enter_at_top: bool = False) -> tuple[int, list[str]]:
+    """Follow one message from its entry exchange to the consumer; (seconds waited, queues)."""
     key = routing_key(delay_seconds, REAL_KEY)
     bindings = cascade_bindings()
-    exchange, waited = entry_exchange(), 0
+    exchange, waited = entry_exchange(None if enter_at_top else delay_seconds), 0
     queues: list[str] = []
     for _ in range(4 * LEVELS):
         targets = [b.destination for b in bindings[exchange] if topic_matches(b.pattern, key)]
@@ -180,6 +180,19 @@ def simulate(delay_seconds: int) -> tuple[int, list[str]]:
 def test_cascade_holds_a_message_exactly_its_delay(seconds: int) -> None:
     waited, _ = simulate(seconds)
     assert waited == seconds
+
+
+@pytest.mark.parametrize("seconds", [0, 1, 5, 3600, 86400, 2**27, MAX_DELAY_SECONDS, MAX_DELAY_SECONDS + 9])
+def test_entering_at_the_highest_set_bit_holds_a_message_as_the_top_level_does(seconds: int) -> None:
+    assert simulate(seconds) == simulate(seconds, enter_at_top=True)
+
+
+def test_a_delay_enters_at_the_level_of_its_highest_set_bit() -> None:
+    assert entry_exchange() == level_name(LEVELS - 1)
+    assert entry_exchange(0) == DELIVER
+    assert entry_exchange(1) == level_name(0)
+    assert entry_exchange(86_400) == level_name(16)
+    assert entry_exchange(2**LEVELS + 5) == level_name(LEVELS - 1)
 
 
 def test_cascade_visits_one_queue_per_set_bit_from_the_top_down() -> None:

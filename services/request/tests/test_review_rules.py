@@ -228,9 +228,48 @@ def test_a_scheduled_window_bounds_the_pending_time() -> None:
         start_at=start,
     )
     assert request.pending_until == start + timedelta(minutes=30)
-    expire, due_at = request.commands[0]
+    assert request.commands == []  # the expiry is queued only once the request waits for review
+    review = PolicyDecidedData(
+        request_id=request.id,
+        outcome=Outcome.REVIEW,
+        rule="r",
+        reasons=[],
+        effective_duration_seconds=1800,
+        policy_version="v1",
+        approval=ApprovalRequirement(stages=[ApprovalStage(approvals=1, groups=["leads"])]),
+    )
+    domain.apply_decision(
+        request, review, PolicyDecided.create(source="t", request_id=request.id, data=review), T0
+    )
+    [(expire, due_at)] = request.commands
     assert expire.type == "request.expire"
     assert due_at == request.pending_until
+
+
+def test_a_request_decided_at_once_queues_no_expiry() -> None:
+    request = domain.submit(
+        CATALOGUE,
+        requester="alice",
+        groups=[],
+        resource="orders-db",
+        role="rw",
+        duration=timedelta(minutes=30),
+        reason="read the ledger",
+        now=T0,
+    )
+    approve = PolicyDecidedData(
+        request_id=request.id,
+        outcome=Outcome.APPROVE,
+        rule="r",
+        reasons=[],
+        effective_duration_seconds=1800,
+        policy_version="v1",
+    )
+    domain.apply_decision(
+        request, approve, PolicyDecided.create(source="t", request_id=request.id, data=approve), T0
+    )
+    assert request.state is State.APPROVED
+    assert request.commands == []
 
 
 @pytest.mark.parametrize(
@@ -306,7 +345,7 @@ def test_break_glass_is_reviewed_after_the_fact_and_security_is_asked_at_approva
     domain.review(request, reviewer=who("sam", "security"), verdict=APPROVE, comment="justified", now=T0)
     assert request.state is State.ACTIVE
     assert not request.awaiting_review
-    assert request.commands[-1][0].type == "request.expire"  # nothing revoked
+    assert not [c for c, _ in request.commands if c.type == "grant.revoke"]  # nothing revoked
 
 
 def test_a_rejected_break_glass_review_revokes_the_access() -> None:

@@ -20,7 +20,8 @@ class RequestSettings(ServiceSettings):
     pending_ttl: Duration = timedelta(hours=24)
     # How far ahead a start may be scheduled.
     max_schedule_ahead: Duration = timedelta(days=30)
-    # The sweeper expires overdue pending requests the delayed command missed.
+    # The sweeper expires overdue pending requests: undecided ones (no delayed command) and any
+    # the delayed command missed.
     sweep_interval_seconds: float = 30.0
     # AMQP users (RabbitMQ checks the `user_id` property) whose request.submit commands are
     # accepted; the policy then decides what each may ask for and on whose behalf.

@@ -196,7 +196,10 @@ def submit(
     """Check a submission against the catalogue and open a pending request.
 
     The request lapses if still pending after `pending_ttl` (or once a scheduled window has
-    passed): a `request.expire` command is queued through the delay cascade for that time.
+    passed). A request the policy sends to review gets a `request.expire` through the delay
+    cascade for that time (`apply_decision`); one the policy has not decided by then (policy
+    service down for hours) is expired by the sweeper. Most requests are decided within
+    milliseconds, and a delayed command for each would cost the broker a message for nothing.
     """
     entry = catalogue.get(resource)
     if entry is None:
@@ -271,17 +274,24 @@ def submit(
             ),
         )
     )
+    return request
+
+
+def _queue_expiry(request: AccessRequest, cause: Event) -> None:
+    """Queue the `request.expire` that lapses the request if it is still pending at its end."""
+    assert request.pending_until is not None
     request.commands.append(
         (
             RequestExpire.create(
                 source=SOURCE,
                 request_id=request.id,
-                data=RequestExpireData(request_id=request.id, pending_until=pending_until),
+                cause=cause,
+                derived=True,
+                data=RequestExpireData(request_id=request.id, pending_until=request.pending_until),
             ),
-            pending_until,
+            request.pending_until,
         )
     )
-    return request
 
 
 def apply_decision(request: AccessRequest, decision: PolicyDecidedData, cause: Event, now: datetime) -> None:
@@ -297,7 +307,9 @@ def apply_decision(request: AccessRequest, decision: PolicyDecidedData, cause: E
     elif decision.outcome is Outcome.DENY:
         _deny(request, decision.reasons, cause)
     else:
-        # REVIEW: stays pending; the first stage's approvers are asked.
+        # REVIEW: stays pending, until its reviews or its pending_until; the first stage's
+        # approvers are asked.
+        _queue_expiry(request, cause)
         _ask_stage(request, 0, cause)
 
 

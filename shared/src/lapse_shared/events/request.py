@@ -200,7 +200,10 @@ class RequestExpireData(Contract):
 
 
 class RequestExpire(Event):
-    """Command, delivered late through the delay cascade: expire this request if still pending."""
+    """Command, delivered late through the delay cascade: expire this request if still pending.
+
+    Queued when the policy sends a request to review (a request decided at once needs none).
+    """
 
     TYPE: ClassVar[str] = "request.expire"
     type: Literal["request.expire"] = "request.expire"

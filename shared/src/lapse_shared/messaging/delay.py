@@ -28,9 +28,20 @@ def level_name(level: int) -> str:
     return f"lapse.delay.{level:02d}"
 
 
-def entry_exchange() -> str:
-    """Delayed messages are published here, the top level."""
-    return level_name(LEVELS - 1)
+def entry_exchange(delay_seconds: int | None = None) -> str:
+    """Where a delayed message is published: the level of its delay's highest set bit.
+
+    Every level above it would only pass the message down (its bit is 0), each pass one more
+    topic match of a 30-word key in the broker: entering at the first level that holds it
+    skips them (a 24 h delay enters at level 16 instead of 27; no delay goes straight to
+    delivery). Without a delay, the top level, which is right for any delay.
+    """
+    if delay_seconds is None:
+        return level_name(LEVELS - 1)
+    delay_seconds = max(0, min(delay_seconds, MAX_DELAY_SECONDS))
+    if delay_seconds == 0:
+        return DELIVER
+    return level_name(delay_seconds.bit_length() - 1)
 
 
 def routing_key(delay_seconds: int, key: str) -> str:
