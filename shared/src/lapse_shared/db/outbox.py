@@ -181,7 +181,8 @@ class OutboxRelay:
             return
         async with self._delayed_gate:
             seconds = delay.whole_seconds_until(row["due_at"], utcnow(), lead=delay.LEAD_SECONDS)
-            await self._send(row, delay.entry_exchange(seconds), delay.routing_key(seconds, row["routing_key"]))
+            key = delay.routing_key(seconds, row["routing_key"])
+            await self._send(row, delay.entry_exchange(seconds), key)
 
     async def _send(self, row: asyncpg.Record, exchange: str, routing_key: str) -> None:
         await self._publisher.publish_raw(
