@@ -62,7 +62,15 @@ class TargetPools:
                 return await work(conn)
         except _PERMANENT as exc:
             raise ProviderError(f"postgres refused: {exc}", transient=False) from None
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except (
+            OSError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            # A pooled connection whose backend was terminated can fail with "cannot switch to
+            # state ...; another operation is in progress" instead of a connection error.
+            asyncpg.InternalClientError,
+            TimeoutError,
+        ) as exc:
             # A dead pool would fail every later call: drop it so the next one reconnects.
             await self._discard(dsn)
             raise ProviderError(
