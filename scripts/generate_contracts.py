@@ -74,9 +74,12 @@ def _document_raw_bodies(document: dict[str, Any], raw: dict[str, type[BaseModel
         for name, sub in schema.pop("$defs", {}).items():
             schemas.setdefault(name, sub)
         schemas[model.__name__] = schema
+        replaced = message["payload"].get("$ref", "").removeprefix("#/components/schemas/")
         message["payload"] = {"$ref": f"#/components/schemas/{model.__name__}"}
-    if "EmptyPayload" in schemas and '"#/components/schemas/EmptyPayload"' not in json.dumps(document):
-        del schemas["EmptyPayload"]
+        # The schema FastStream derived from the handler's own arguments (EmptyPayload, or the
+        # decoder's body/user_id pair) describes no message once nothing refers to it.
+        if replaced in schemas and f'"#/components/schemas/{replaced}"' not in json.dumps(document):
+            del schemas[replaced]
 
 
 def _description(event: type[Event]) -> str:
