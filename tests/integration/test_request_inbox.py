@@ -10,11 +10,11 @@ import pytest
 
 from lapse_request import repository
 from lapse_request.domain import State
-from lapse_request.handlers import RequestHandlers
+from lapse_request.handlers import RequestHandlers, WorkflowRules
 from lapse_shared.catalogue import CatalogueSource
 from lapse_shared.db.migrations import migrate
 from lapse_shared.db.pool import create_pool
-from lapse_shared.events import Outcome, PolicyDecided, PolicyDecidedData
+from lapse_shared.events import Outcome, PolicyDecided, PolicyDecidedData, utcnow
 from lapse_shared.http.identity import Identity
 from tests.targets import PgTarget
 
@@ -58,5 +58,43 @@ async def test_a_redelivered_decision_approves_once(database_url: str, tmp_path:
         ]
         # No request.expire: only a request sent to review waits long enough to need one.
         assert types == ["request.submitted", "request.approved"]
+    finally:
+        await pool.close()
+
+
+async def test_a_request_the_policy_never_decides_is_expired_by_the_sweeper(
+    database_url: str, tmp_path: Path
+) -> None:
+    target = PgTarget("unused", database_url)
+    pool = await create_pool(database_url)
+    now = [utcnow()]
+    try:
+        await migrate(pool, repository.SCHEMA, "lapse_request.migrations")
+        catalogue = CatalogueSource(target.write_policy_dir(tmp_path / "p"))
+        catalogue.current(time.monotonic())
+        rules = WorkflowRules(pending_ttl=timedelta(minutes=10), sweep_grace=timedelta(seconds=5))
+        handlers = RequestHandlers(lambda: pool, catalogue, clock=lambda: now[0], rules=rules)
+        request = await handlers.submit_request(
+            Identity(subject="alice", groups=frozenset({"developers"})),
+            resource="test-db",
+            role=target.reader,
+            duration=timedelta(minutes=5),
+            reason="the policy service is down",
+        )
+        # No decision arrives, and the submission queued no delayed command: only the sweeper acts.
+        types = [r["message_type"] for r in await pool.fetch("SELECT message_type FROM request.outbox")]
+        assert types == ["request.submitted"]
+        now[0] += timedelta(minutes=10, seconds=4)  # due, but within the grace
+        assert await handlers.sweep_expired() == 0
+        now[0] += timedelta(seconds=2)
+        assert await handlers.sweep_expired() == 1
+        stored = await handlers.get_request(request.id)
+        assert stored is not None
+        assert stored.state is State.EXPIRED
+        types = [
+            r["message_type"] for r in await pool.fetch("SELECT message_type FROM request.outbox ORDER BY id")
+        ]
+        assert types == ["request.submitted", "request.expired"]
+        assert await handlers.sweep_expired() == 0
     finally:
         await pool.close()

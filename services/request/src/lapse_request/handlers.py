@@ -223,7 +223,8 @@ class RequestHandlers:
         log.info("pending request expired", request_id=str(request.id))
 
     async def sweep_expired(self, batch: int = 100) -> int:
-        """Safety net under the delayed command: expire overdue pending requests it missed."""
+        """Expire overdue pending requests: those the policy never decided (they have no delayed
+        command) and any a delayed command missed."""
         expired = 0
         async with self._pool().acquire() as conn:
             due = await repository.overdue_pending(conn, self._clock() - self._rules.sweep_grace, batch)
