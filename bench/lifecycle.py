@@ -351,6 +351,8 @@ async def main() -> None:
         print("services up: " + ", ".join(r.name for r in services.running), flush=True)
         result["raw"] = {
             "broker": await broker_confirmed_rate(deployment.amqp_url, args.raw_seconds),
+            # The same one message at a time: what the broker costs when nothing batches.
+            "broker_one_at_a_time": await broker_confirmed_rate(deployment.amqp_url, args.raw_seconds, 1),
             "database": await database_commit_rate(deployment.database_url, args.raw_seconds),
             "confirm_latency": await confirm_latency(deployment.amqp_url),
             "load_average": load_average(),
@@ -498,6 +500,18 @@ def summarise(result: dict[str, Any], services: Services) -> None:
         }
         for name in peak
     }
+    one = result["raw"].get("broker_one_at_a_time", {})
+    if best_step is not None and "broker_cpu_ms_per_message" in one:
+        per_message = one["broker_cpu_ms_per_message"]
+        spent = best_step["cpu"]["ms_per_lifecycle"]
+        summary.append(
+            f"broker CPU per message: {result['raw']['broker'].get('broker_cpu_ms_per_message')} ms at"
+            f" {result['raw']['broker']['in_flight']} in flight, {per_message} ms one at a time; at"
+            f" {best_step['path']} {best_step['rate']:g}/s a lifecycle cost the broker {spent['broker']} ms"
+            f" (~{spent['broker'] / per_message:.0f} unbatched messages) and the machine"
+            f" {spent['all_processes']} ms, so 2 cores top out near"
+            f" {2000 / spent['all_processes']:.0f} lifecycles/s"
+        )
     summary.append(
         f"database raw: {result['raw']['database']['single_row_commits_per_s']:g} single-row commits/s;"
         f" load average during the run: {[s['load_average'][1][0] for s in steps]}"

@@ -4,6 +4,7 @@ lifecycle's figures can be read as a share of what the box can do at that moment
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import time
 import uuid
@@ -17,7 +18,9 @@ BODY = b"x" * 700
 
 async def broker_confirmed_rate(amqp_url: str, seconds: float, in_flight: int = 64) -> dict[str, float]:
     """Persistent messages published with confirms into a quorum queue and consumed with one
-    ack each: messages/s through the whole path (publish, confirm, deliver, ack)."""
+    ack each: messages/s through the whole path (publish, confirm, deliver, ack), and the
+    broker's CPU per message. With `in_flight` 1 the broker batches nothing, as when a
+    lifecycle's messages trickle through one at a time."""
     connection = await aio_pika.connect(amqp_url)
     try:
         publishing = await connection.channel(publisher_confirms=True)
@@ -46,11 +49,17 @@ async def broker_confirmed_rate(amqp_url: str, seconds: float, in_flight: int = 
         tasks = [asyncio.create_task(publisher()) for _ in range(in_flight)]
         await asyncio.sleep(1.0)
         counting, started = True, time.monotonic()
+        broker_cpu = infrastructure_cpu_seconds()["broker"]
         await asyncio.gather(*tasks)
         rate = consumed / (time.monotonic() - started)
+        broker_cpu = infrastructure_cpu_seconds()["broker"] - broker_cpu
         await queue.cancel(tag)
         await queue.delete(if_unused=False, if_empty=False)
-        return {"confirmed_publish_consume_ack_per_s": round(rate, 1), "in_flight": in_flight}
+        return {
+            "confirmed_publish_consume_ack_per_s": round(rate, 1),
+            "in_flight": in_flight,
+            "broker_cpu_ms_per_message": round(1000 * broker_cpu / consumed, 3) if consumed else math.nan,
+        }
     finally:
         await connection.close()
 
