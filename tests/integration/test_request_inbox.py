@@ -1,15 +1,18 @@
-"""The request service applies each event once, however often the broker delivers it."""
+"""The request service applies each event once, however often the broker delivers it; and a
+request nobody decides still expires."""
 
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from lapse_request import repository
-from lapse_request.domain import State
+from lapse_request.domain import AccessRequest, State
 from lapse_request.handlers import RequestHandlers, WorkflowRules
 from lapse_shared.catalogue import CatalogueSource
 from lapse_shared.db.migrations import migrate
@@ -21,80 +24,83 @@ from tests.targets import PgTarget
 pytestmark = pytest.mark.integration
 
 
-async def test_a_redelivered_decision_approves_once(database_url: str, tmp_path: Path) -> None:
-    target = PgTarget("unused", database_url)
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     pool = await create_pool(database_url)
-    try:
-        await migrate(pool, repository.SCHEMA, "lapse_request.migrations")
-        catalogue = CatalogueSource(target.write_policy_dir(tmp_path / "p"))
-        catalogue.current(time.monotonic())
-        handlers = RequestHandlers(lambda: pool, catalogue)
-        request = await handlers.submit_request(
-            Identity(subject="alice", groups=frozenset({"developers"})),
-            resource="test-db",
-            role=target.reader,
-            duration=timedelta(minutes=5),
-            reason="inbox test",
-        )
-        decided = PolicyDecided.create(
-            source="test",
+    await migrate(pool, repository.SCHEMA, "lapse_request.migrations")
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+def target(database_url: str) -> PgTarget:
+    return PgTarget("unused", database_url)
+
+
+@pytest.fixture
+def catalogue(target: PgTarget, tmp_path: Path) -> CatalogueSource:
+    catalogue = CatalogueSource(target.write_policy_dir(tmp_path / "p"))
+    catalogue.current(time.monotonic())
+    return catalogue
+
+
+async def submit(handlers: RequestHandlers, target: PgTarget, reason: str) -> AccessRequest:
+    return await handlers.submit_request(
+        Identity(subject="alice", groups=frozenset({"developers"})),
+        resource="test-db",
+        role=target.reader,
+        duration=timedelta(minutes=5),
+        reason=reason,
+    )
+
+
+async def outbox_types(pool: asyncpg.Pool) -> list[str]:
+    return [
+        r["message_type"] for r in await pool.fetch("SELECT message_type FROM request.outbox ORDER BY id")
+    ]
+
+
+async def test_a_redelivered_decision_approves_once(
+    pool: asyncpg.Pool, catalogue: CatalogueSource, target: PgTarget
+) -> None:
+    handlers = RequestHandlers(lambda: pool, catalogue)
+    request = await submit(handlers, target, "inbox test")
+    decided = PolicyDecided.create(
+        source="test",
+        request_id=request.id,
+        data=PolicyDecidedData(
             request_id=request.id,
-            data=PolicyDecidedData(
-                request_id=request.id,
-                outcome=Outcome.APPROVE,
-                rule="r",
-                reasons=[],
-                effective_duration_seconds=300,
-                policy_version="v",
-            ),
-        )
-        for _ in range(3):
-            await handlers.on_policy_decided(decided)
-        stored = await handlers.get_request(request.id)
-        assert stored is not None
-        assert stored.state is State.APPROVED
-        types = [
-            r["message_type"] for r in await pool.fetch("SELECT message_type FROM request.outbox ORDER BY id")
-        ]
-        # No request.expire: only a request sent to review waits long enough to need one.
-        assert types == ["request.submitted", "request.approved"]
-    finally:
-        await pool.close()
+            outcome=Outcome.APPROVE,
+            rule="r",
+            reasons=[],
+            effective_duration_seconds=300,
+            policy_version="v",
+        ),
+    )
+    for _ in range(3):
+        await handlers.on_policy_decided(decided)
+    stored = await handlers.get_request(request.id)
+    assert stored is not None
+    assert stored.state is State.APPROVED
+    # No request.expire: only a request sent to review waits long enough to need one.
+    assert await outbox_types(pool) == ["request.submitted", "request.approved"]
 
 
 async def test_a_request_the_policy_never_decides_is_expired_by_the_sweeper(
-    database_url: str, tmp_path: Path
+    pool: asyncpg.Pool, catalogue: CatalogueSource, target: PgTarget
 ) -> None:
-    target = PgTarget("unused", database_url)
-    pool = await create_pool(database_url)
-    now = [utcnow()]
-    try:
-        await migrate(pool, repository.SCHEMA, "lapse_request.migrations")
-        catalogue = CatalogueSource(target.write_policy_dir(tmp_path / "p"))
-        catalogue.current(time.monotonic())
-        rules = WorkflowRules(pending_ttl=timedelta(minutes=10), sweep_grace=timedelta(seconds=5))
-        handlers = RequestHandlers(lambda: pool, catalogue, clock=lambda: now[0], rules=rules)
-        request = await handlers.submit_request(
-            Identity(subject="alice", groups=frozenset({"developers"})),
-            resource="test-db",
-            role=target.reader,
-            duration=timedelta(minutes=5),
-            reason="the policy service is down",
-        )
-        # No decision arrives, and the submission queued no delayed command: only the sweeper acts.
-        types = [r["message_type"] for r in await pool.fetch("SELECT message_type FROM request.outbox")]
-        assert types == ["request.submitted"]
-        now[0] += timedelta(minutes=10, seconds=4)  # due, but within the grace
-        assert await handlers.sweep_expired() == 0
-        now[0] += timedelta(seconds=2)
-        assert await handlers.sweep_expired() == 1
-        stored = await handlers.get_request(request.id)
-        assert stored is not None
-        assert stored.state is State.EXPIRED
-        types = [
-            r["message_type"] for r in await pool.fetch("SELECT message_type FROM request.outbox ORDER BY id")
-        ]
-        assert types == ["request.submitted", "request.expired"]
-        assert await handlers.sweep_expired() == 0
-    finally:
-        await pool.close()
+    now: list[datetime] = [utcnow()]
+    rules = WorkflowRules(pending_ttl=timedelta(minutes=10), sweep_grace=timedelta(seconds=5))
+    handlers = RequestHandlers(lambda: pool, catalogue, clock=lambda: now[0], rules=rules)
+    request = await submit(handlers, target, "the policy service is down")
+    # No decision arrives, and the submission queued no delayed command: only the sweeper acts.
+    assert await outbox_types(pool) == ["request.submitted"]
+    now[0] += timedelta(minutes=10, seconds=4)  # due, but within the grace
+    assert await handlers.sweep_expired() == 0
+    now[0] += timedelta(seconds=2)
+    assert await handlers.sweep_expired() == 1
+    stored = await handlers.get_request(request.id)
+    assert stored is not None
+    assert stored.state is State.EXPIRED
+    assert await outbox_types(pool) == ["request.submitted", "request.expired"]
+    assert await handlers.sweep_expired() == 0

@@ -214,9 +214,8 @@ def test_only_pending_requests_can_be_cancelled() -> None:
         domain.cancel(request, by="alice", now=T0)
 
 
-def test_a_scheduled_window_bounds_the_pending_time() -> None:
-    start = T0 + timedelta(hours=1)
-    request = domain.submit(
+def half_hour_request(start_at: datetime | None = None) -> AccessRequest:
+    return domain.submit(
         CATALOGUE,
         requester="alice",
         groups=[],
@@ -225,21 +224,32 @@ def test_a_scheduled_window_bounds_the_pending_time() -> None:
         duration=timedelta(minutes=30),
         reason="migration window",
         now=T0,
-        start_at=start,
+        start_at=start_at,
     )
-    assert request.pending_until == start + timedelta(minutes=30)
-    assert request.commands == []  # the expiry is queued only once the request waits for review
-    review = PolicyDecidedData(
+
+
+def decide(request: AccessRequest, outcome: Outcome, approval: ApprovalRequirement | None = None) -> None:
+    data = PolicyDecidedData(
         request_id=request.id,
-        outcome=Outcome.REVIEW,
+        outcome=outcome,
         rule="r",
         reasons=[],
         effective_duration_seconds=1800,
         policy_version="v1",
-        approval=ApprovalRequirement(stages=[ApprovalStage(approvals=1, groups=["leads"])]),
+        approval=approval,
     )
     domain.apply_decision(
-        request, review, PolicyDecided.create(source="t", request_id=request.id, data=review), T0
+        request, data, PolicyDecided.create(source="t", request_id=request.id, data=data), T0
+    )
+
+
+def test_a_scheduled_window_bounds_the_pending_time() -> None:
+    start = T0 + timedelta(hours=1)
+    request = half_hour_request(start_at=start)
+    assert request.pending_until == start + timedelta(minutes=30)
+    assert request.commands == []  # the expiry is queued only once the request waits for review
+    decide(
+        request, Outcome.REVIEW, ApprovalRequirement(stages=[ApprovalStage(approvals=1, groups=["leads"])])
     )
     [(expire, due_at)] = request.commands
     assert expire.type == "request.expire"
@@ -247,27 +257,8 @@ def test_a_scheduled_window_bounds_the_pending_time() -> None:
 
 
 def test_a_request_decided_at_once_queues_no_expiry() -> None:
-    request = domain.submit(
-        CATALOGUE,
-        requester="alice",
-        groups=[],
-        resource="orders-db",
-        role="rw",
-        duration=timedelta(minutes=30),
-        reason="read the ledger",
-        now=T0,
-    )
-    approve = PolicyDecidedData(
-        request_id=request.id,
-        outcome=Outcome.APPROVE,
-        rule="r",
-        reasons=[],
-        effective_duration_seconds=1800,
-        policy_version="v1",
-    )
-    domain.apply_decision(
-        request, approve, PolicyDecided.create(source="t", request_id=request.id, data=approve), T0
-    )
+    request = half_hour_request()
+    decide(request, Outcome.APPROVE)
     assert request.state is State.APPROVED
     assert request.commands == []
 
