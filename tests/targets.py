@@ -5,13 +5,17 @@ Roles are cluster-wide in PostgreSQL, so isolation is by name prefix; all are dr
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import yaml
+
+from tests.infra import Infra, run_sql
 
 
 @dataclass
@@ -115,3 +119,17 @@ class PgTarget:
 
 def new_target(database_url: str) -> PgTarget:
     return PgTarget(prefix=f"t{uuid.uuid4().hex[:8]}", database_url=database_url)
+
+
+@contextlib.contextmanager
+def target_in_own_database(infra: Infra) -> Iterator[PgTarget]:
+    """A target in a database of its own, so it can refuse connections without hurting ours."""
+    name, url = infra.create_database()
+    target = new_target(url)
+    run_sql(infra.admin_database_url, *target.statements_create())
+    try:
+        yield target
+    finally:
+        run_sql(infra.admin_database_url, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        infra.drop_database(name)
+        run_sql(infra.admin_database_url, *target.statements_drop())

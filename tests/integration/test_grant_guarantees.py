@@ -27,8 +27,8 @@ from lapse_shared.events import (
     RevokeCause,
     utcnow,
 )
-from tests.infra import Infra, execute_sql, run_sql
-from tests.targets import PgTarget, new_target
+from tests.infra import Infra, execute_sql
+from tests.targets import PgTarget, target_in_own_database
 
 pytestmark = pytest.mark.integration
 
@@ -75,14 +75,8 @@ class Env:
 
 @pytest.fixture
 def target(infra: Infra) -> Iterator[PgTarget]:
-    """A target in a database of its own, so it can refuse connections without hurting ours."""
-    name, url = infra.create_database()
-    target = new_target(url)
-    run_sql(infra.admin_database_url, *target.statements_create())
-    yield target
-    run_sql(infra.admin_database_url, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-    infra.drop_database(name)
-    run_sql(infra.admin_database_url, *target.statements_drop())
+    with target_in_own_database(infra) as target:
+        yield target
 
 
 @pytest.fixture
