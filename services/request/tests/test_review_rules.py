@@ -269,17 +269,7 @@ def test_a_request_decided_at_once_queues_no_expiry() -> None:
 )
 def test_a_start_in_the_past_or_too_far_ahead_is_refused(start: datetime, message: str) -> None:
     with pytest.raises(domain.SubmissionRejected, match=message):
-        domain.submit(
-            CATALOGUE,
-            requester="alice",
-            groups=[],
-            resource="orders-db",
-            role="rw",
-            duration=timedelta(minutes=30),
-            reason="x",
-            now=T0,
-            start_at=start,
-        )
+        half_hour_request(start_at=start)
 
 
 def break_glass_active() -> AccessRequest:
