@@ -5,7 +5,6 @@ from __future__ import annotations
 import structlog
 from faststream.exceptions import RejectMessage
 from faststream.rabbit import Channel, RabbitBroker
-from faststream.rabbit.annotations import RabbitMessage
 
 from lapse_grant.handlers import GrantHandlers
 from lapse_shared.events import (
@@ -21,7 +20,12 @@ from lapse_shared.events import (
     RequestApproved,
 )
 from lapse_shared.messaging import delay
-from lapse_shared.messaging.consumer import consumer_queue, document_publishers, topic_exchange
+from lapse_shared.messaging.consumer import (
+    consumer_queue,
+    document_publishers,
+    publisher_user_id,
+    topic_exchange,
+)
 from lapse_shared.messaging.topology import COMMANDS, EVENTS
 
 APPROVED_QUEUE = "lapse.grant.approved"
@@ -85,8 +89,8 @@ def register(
         " resource. Accepted only from the principals in LAPSE_COMMAND_PRINCIPALS (AMQP `user_id`);"
         " anything else is dead-lettered.",
     )
-    async def on_grant_revoke(command: GrantRevoke, message: RabbitMessage) -> None:
-        user_id = message.raw_message.user_id
+    async def on_grant_revoke(command: GrantRevoke) -> None:
+        user_id = publisher_user_id()
         refused = untrusted(user_id, command_principals)
         if refused is not None:
             log.error(

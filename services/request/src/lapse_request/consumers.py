@@ -32,7 +32,12 @@ from lapse_shared.events import (
     RequestSubmitted,
 )
 from lapse_shared.messaging import delay
-from lapse_shared.messaging.consumer import consumer_queue, document_publishers, topic_exchange
+from lapse_shared.messaging.consumer import (
+    consumer_queue,
+    document_publishers,
+    publisher_user_id,
+    topic_exchange,
+)
 from lapse_shared.messaging.topology import COMMANDS, EVENTS
 
 DECISIONS_QUEUE = "lapse.request.decisions"
@@ -52,16 +57,12 @@ GrantStatus = Annotated[
 ]
 
 
-async def _raw_body(message: StreamMessage[Any]) -> dict[str, Any]:
+async def _raw_body(message: StreamMessage[Any]) -> bytes:
     """No decoding by FastStream: a body that is not even JSON must still get its request.rejected.
 
-    The body and the AMQP `user_id` are handed over as the handler's two arguments. Both this
-    decoder and the handler's parameters are plain (no `Context`): FastStream runs a synchronous
-    decoder or context lookup in a worker thread, which cost this consumer a thread hop per
-    message.
+    Asynchronous on purpose: FastStream runs a synchronous decoder in a worker thread.
     """
-    raw = message.raw_message
-    return {"body": message.body, "user_id": getattr(raw, "user_id", None)}
+    return message.body
 
 
 def register(broker: RabbitBroker, handlers: RequestHandlers, delivery_limit: int) -> None:
@@ -110,8 +111,8 @@ def register(broker: RabbitBroker, handlers: RequestHandlers, delivery_limit: in
         description=(RequestSubmit.__doc__ or "").strip(),
         decoder=_raw_body,
     )
-    async def on_request_submit(body: bytes, user_id: str | None) -> None:
-        if await handlers.on_submit_command(body, user_id):
+    async def on_request_submit(body: bytes) -> None:
+        if await handlers.on_submit_command(body, publisher_user_id()):
             raise RejectMessage()
 
     document_publishers(

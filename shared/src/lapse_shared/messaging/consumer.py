@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -48,6 +49,30 @@ class RejectInvalidMessages(BaseMiddleware):
             raise RejectMessage() from exc
 
 
+_publisher: contextvars.ContextVar[str | None] = contextvars.ContextVar("lapse_amqp_user_id", default=None)
+
+
+def publisher_user_id() -> str | None:
+    """The AMQP `user_id` of the message being handled: RabbitMQ refuses a message whose
+    `user_id` is not its connection's user, so a consumer of commands may trust it."""
+    return _publisher.get()
+
+
+class RememberPublisher(BaseMiddleware):
+    """Makes the message's `user_id` available to its handler through `publisher_user_id`.
+
+    Handlers could ask FastStream for the message (`RabbitMessage`), but FastStream resolves
+    that `Context` parameter in a worker thread: a thread hop per message.
+    """
+
+    async def consume_scope(self, call_next: Callable[[Any], Awaitable[Any]], msg: StreamMessage[Any]) -> Any:
+        token = _publisher.set(getattr(msg.raw_message, "user_id", None))
+        try:
+            return await call_next(msg)
+        finally:
+            _publisher.reset(token)
+
+
 def observing(metrics: ServiceMetrics) -> type[BaseMiddleware]:
     """Middleware continuing the message's trace context and measuring its handler, per queue."""
 
@@ -76,7 +101,7 @@ def build_broker(amqp_url: str, prefetch: int, service: str) -> RabbitBroker:
     return RabbitBroker(
         amqp_url,
         default_channel=Channel(prefetch_count=prefetch),
-        middlewares=[RejectInvalidMessages],
+        middlewares=[RememberPublisher, RejectInvalidMessages],
         ack_policy=AckPolicy.NACK_ON_ERROR,
         app_id=f"lapse/{service}",
         logger=logging.getLogger(f"lapse.{service}.broker"),
