@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.idp import FakeIdp, public_jwk, rsa_key, serve_idp
 from tests.infra import Infra, run_sql, start_infra
 from tests.targets import PgTarget, new_target
 
@@ -41,3 +43,17 @@ def pg_target(infra: Infra, database_url: str) -> Iterator[PgTarget]:
     run_sql(infra.admin_database_url, *target.statements_create())
     yield target
     run_sql(infra.admin_database_url, *target.statements_drop())
+
+
+@pytest.fixture(scope="session")
+def key() -> rsa.RSAPrivateKey:
+    """The identity provider's signing key (RSA), published in its JWKS as `k1`."""
+    return rsa_key()
+
+
+@pytest.fixture
+def idp(key: rsa.RSAPrivateKey) -> Iterator[FakeIdp]:
+    """A local OIDC identity provider (discovery + JWKS over HTTP) publishing `key`."""
+    with serve_idp() as idp:
+        idp.jwks.append(public_jwk(key, "k1"))
+        yield idp

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,21 +12,9 @@ from lapse_shared.http.authenticators import JwtOrStaticAuthenticator, build_aut
 from lapse_shared.http.identity import AuthenticationFailed, StaticTokenAuthenticator
 from lapse_shared.http.oidc import OidcAuthenticator
 from lapse_shared.settings import ServiceSettings
-from tests.idp import AUDIENCE, FakeIdp, public_jwk, rsa_key, serve_idp
+from tests.idp import AUDIENCE, FakeIdp
 
 STATIC = "alice-static-token-0123"
-
-
-@pytest.fixture(scope="module")
-def key() -> rsa.RSAPrivateKey:
-    return rsa_key()
-
-
-@pytest.fixture
-def idp(key: rsa.RSAPrivateKey) -> Iterator[FakeIdp]:
-    with serve_idp() as idp:
-        idp.jwks.append(public_jwk(key, "k1"))
-        yield idp
 
 
 @pytest.fixture

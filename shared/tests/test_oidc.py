@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -39,11 +38,6 @@ class Clock:
 
 
 @pytest.fixture(scope="module")
-def key() -> rsa.RSAPrivateKey:
-    return rsa_key()
-
-
-@pytest.fixture(scope="module")
 def other_key() -> rsa.RSAPrivateKey:
     return rsa_key()
 
@@ -56,13 +50,6 @@ def p256() -> ec.EllipticCurvePrivateKey:
 @pytest.fixture(scope="module")
 def ed() -> ed25519.Ed25519PrivateKey:
     return ed_key()
-
-
-@pytest.fixture
-def idp(key: rsa.RSAPrivateKey) -> Iterator[FakeIdp]:
-    with serve_idp() as idp:
-        idp.jwks.append(public_jwk(key, "k1"))
-        yield idp
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -14,7 +14,7 @@ from lapse_audit.app import build as build_audit
 from lapse_audit.config import AuditSettings
 from lapse_policy.app import build as build_policy
 from lapse_policy.config import PolicySettings
-from tests.idp import AUDIENCE, FakeIdp, hs256, public_jwk, public_pem, rsa_key, serve_idp, unsigned
+from tests.idp import AUDIENCE, FakeIdp, hs256, public_pem, rsa_key, unsigned
 
 ROOT = Path(__file__).resolve().parents[2]
 DRY_RUN = {
@@ -24,18 +24,6 @@ DRY_RUN = {
     "reason": "INC-1234: look at stuck orders",
     "at": "2026-01-05T10:00:00Z",
 }
-
-
-@pytest.fixture(scope="module")
-def key() -> rsa.RSAPrivateKey:
-    return rsa_key()
-
-
-@pytest.fixture
-def idp(key: rsa.RSAPrivateKey) -> Iterator[FakeIdp]:
-    with serve_idp() as idp:
-        idp.jwks.append(public_jwk(key, "k1"))
-        yield idp
 
 
 @pytest.fixture
