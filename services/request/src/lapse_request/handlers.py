@@ -250,7 +250,6 @@ class RequestHandlers:
         A refused command is answered with `request.rejected` (committed here) and the caller
         dead-letters the message, so it is neither dropped nor retried.
         """
-        command_id = _command_id(body)
         try:
             command = RequestSubmit.model_validate_json(body)
         except ValidationError as exc:
@@ -258,8 +257,9 @@ class RequestHandlers:
                 f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
                 for e in exc.errors(include_url=False, include_input=False)
             ]
+            # Parsed a second time only when invalid: the rejection names the command if it can.
             return await self._reject(
-                command_id, principal, "the message is not a valid request.submit", errors
+                _command_id(body), principal, "the message is not a valid request.submit", errors
             )
         if not principal:
             return await self._reject(
