@@ -5,8 +5,8 @@ Evaluation order (documented in docs/readme/issue-3.md):
 2. Every rule is matched: delegation, who, resource and role patterns, label selectors,
    break-glass, then the CEL condition. A delegated request (a principal submitted it on someone's
    behalf) is matched only by rules naming that submitter (`submitted_by`) or saying
-   `delegated: true`, and by deny rules; the groups a submitter claims are never used. Matching rules are ranked by specificity, ties by position (files by name,
-   rules in file order).
+   `delegated: true`, and by deny rules; the groups a submitter claims are never used. Matching
+   rules are ranked by specificity, ties by position (files by name, rules in file order).
 3. A matching `deny` wins, whatever its rank or position.
 4. Nothing matching is a deny.
 5. When the request invokes break-glass and a break-glass rule matches, the most specific one
@@ -395,7 +395,6 @@ class Policy:
             matched_rules=matched,
             policy_version=version,
         )
-
 
     def _delegation_notes(self, ask: Ask) -> list[str]:
         """Why a delegated request found no rule: the explanation a submitter's operator needs."""

@@ -136,9 +136,13 @@ class CompiledRule:
         if self.rule.for_delegated:
             if submitter in self.submitters:
                 return f"submitted by '{submitter}' (named in submitted_by)"
-            return f"submitted by '{submitter}' (the rule allows delegated requests)" if self.rule.delegated else None
+            if self.rule.delegated:
+                return f"submitted by '{submitter}' (the rule allows delegated requests)"
+            return None
         # A deny applies whoever submitted: delegation must never be a way around one.
-        return f"submitted by '{submitter}' (a deny applies to delegated requests)" if self.rule.outcome is Outcome.DENY else None
+        if self.rule.outcome is Outcome.DENY:
+            return f"submitted by '{submitter}' (a deny applies to delegated requests)"
+        return None
 
     def match(
         self,
