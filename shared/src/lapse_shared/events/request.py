@@ -239,7 +239,8 @@ class RequestSubmitData(Contract):
         min_length=1,
         max_length=200,
         description="The person (or principal) who receives the access; none: the publishing principal."
-        " The policy decides whether the principal may ask for them (`request.submitted_by`).",
+        " Given, the request is delegated: only a policy rule naming the publishing principal"
+        " (`submitted_by`) or allowing delegated requests (`delegated: true`) grants it.",
     )
     groups: list[str] = Field(
         default_factory=list,
