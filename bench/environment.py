@@ -137,7 +137,7 @@ class Deployment:
                             "name": "bench-amqp",
                             "resources": [RESOURCE],
                             "roles": [self.reader],
-                            "condition": f"request.submitted_by == '{self.amqp_user}'",
+                            "submitted_by": [self.amqp_user],
                             "outcome": "approve",
                         },
                     ]

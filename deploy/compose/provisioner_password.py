@@ -3,7 +3,7 @@
 examples/demo_target.py creates `lapse_provisioner` without a password, which suits the local
 quickstart (trust auth on 127.0.0.1). The compose PostgreSQL asks every TCP client for a password,
 so the `demo-target` job runs this right after demo_target.py: it sets the password the grant
-service refers to as `${ORDERS_DB_PASSWORD}` in deploy/compose/policies/resources.yaml.
+service refers to as `${LAPSE_TARGET_ORDERS_DB_PASSWORD}` in deploy/compose/policies/resources.yaml.
 
 Idempotent: run on every `docker compose up`, it keeps the role's password in step with the
 environment.

@@ -11,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCAL_DSN = "postgresql://lapse_provisioner@127.0.0.1:5432/lapse_demo"
-COMPOSE_DSN = "postgresql://lapse_provisioner:${ORDERS_DB_PASSWORD}@postgres:5432/lapse_demo"
+COMPOSE_DSN = "postgresql://lapse_provisioner:${LAPSE_TARGET_ORDERS_DB_PASSWORD}@postgres:5432/lapse_demo"
 
 
 def main() -> None:

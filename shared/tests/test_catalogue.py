@@ -22,7 +22,7 @@ resources:
     description: Orders database
     provider: postgres-role
     target:
-      dsn: postgresql://lapse:${ORDERS_PASSWORD}@orders:5432/orders
+      dsn: postgresql://lapse:${LAPSE_TARGET_ORDERS_PASSWORD}@orders:5432/orders
       member_format: "{subject}"
     roles: [app_readonly, app_write]
     max_duration: 8h
@@ -85,7 +85,7 @@ def test_empty_file_is_an_empty_mapping(tmp_path: Path) -> None:
 
 def test_duplicate_resource_name_is_an_error_naming_the_file(tmp_path: Path) -> None:
     _write(tmp_path, "a.yaml", ORDERS)
-    _write(tmp_path, "b.yaml", ORDERS.replace("${ORDERS_PASSWORD}", "x"))
+    _write(tmp_path, "b.yaml", ORDERS.replace("${LAPSE_TARGET_ORDERS_PASSWORD}", "x"))
     with pytest.raises(PolicyDirError, match="orders-db is defined twice") as caught:
         _load(tmp_path)
     assert str(caught.value).startswith("b.yaml:")
@@ -127,19 +127,19 @@ def test_target_variables_are_expanded_from_the_given_environment(tmp_path: Path
     _write(tmp_path, "orders.yaml", ORDERS)
     orders = _load(tmp_path).get("orders-db")
     assert orders is not None
-    target = orders.expanded_target({"ORDERS_PASSWORD": "s3cret"})
+    target = orders.expanded_target({"LAPSE_TARGET_ORDERS_PASSWORD": "s3cret"})
     assert target == {
         "dsn": "postgresql://lapse:s3cret@orders:5432/orders",
         "member_format": "{subject}",
     }
     # The catalogue entry itself keeps the reference, not the secret.
-    assert "${ORDERS_PASSWORD}" in orders.target["dsn"]
+    assert "${LAPSE_TARGET_ORDERS_PASSWORD}" in orders.target["dsn"]
 
 
 def test_target_variables_default_to_the_process_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("ORDERS_PASSWORD", "from-env")
+    monkeypatch.setenv("LAPSE_TARGET_ORDERS_PASSWORD", "from-env")
     _write(tmp_path, "orders.yaml", ORDERS)
     orders = _load(tmp_path).get("orders-db")
     assert orders is not None
@@ -150,7 +150,7 @@ def test_missing_target_variable_is_an_error_naming_it(tmp_path: Path) -> None:
     _write(tmp_path, "orders.yaml", ORDERS)
     orders = _load(tmp_path).get("orders-db")
     assert orders is not None
-    with pytest.raises(KeyError, match="ORDERS_PASSWORD"):
+    with pytest.raises(KeyError, match="LAPSE_TARGET_ORDERS_PASSWORD"):
         orders.expanded_target({})
 
 
@@ -161,10 +161,10 @@ def test_non_string_target_values_are_kept_as_is() -> None:
             "provider": "p",
             "roles": ["x"],
             "max_duration": "1h",
-            "target": {"port": 5432, "tls": True, "host": "${HOST}"},
+            "target": {"port": 5432, "tls": True, "host": "${LAPSE_TARGET_HOST}"},
         }
     )
-    assert resource.expanded_target({"HOST": "db"}) == {"port": 5432, "tls": True, "host": "db"}
+    assert resource.expanded_target({"LAPSE_TARGET_HOST": "db"}) == {"port": 5432, "tls": True, "host": "db"}
 
 
 def test_version_is_stable_for_the_same_content(tmp_path: Path) -> None:

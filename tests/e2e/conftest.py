@@ -104,7 +104,8 @@ def workflow(
                         "name": "deploy-bot-on-behalf-of-developers",
                         "resources": ["test-db"],
                         "roles": [pg_target.reader],
-                        "condition": "request.submitted_by == 'guest'",
+                        # Delegated requests are granted only by a rule naming the submitter.
+                        "submitted_by": ["guest"],
                         "outcome": "approve",
                     },
                 ]

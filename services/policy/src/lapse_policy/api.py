@@ -55,11 +55,19 @@ class EvaluateRequest(BaseModel):
     ticket: str | None = Field(None, max_length=200)
     start_at: datetime | None = Field(None, description="Scheduled start the request would carry.")
     break_glass: bool = Field(False, description="Whether the request would invoke break-glass.")
+    submitted_by: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="A delegated request: the principal that would submit it (`request.submit`) on"
+        " behalf of `requester`; the requester's groups are then not used. Admin groups only.",
+    )
     at: datetime | None = Field(None, description="Evaluate as of this time (`now`); default: now.")
 
 
 class Evaluation(BaseModel):
     requester: RequesterIn
+    submitted_by: str | None = Field(None, description="The submitting principal of a delegated request.")
     at: datetime
     decision: Decision
 
@@ -92,6 +100,14 @@ def _requester(body: EvaluateRequest, identity: Identity, admins: set[str]) -> R
 )
 async def evaluate(body: EvaluateRequest, identity: CurrentIdentity, request: Request) -> Evaluation:
     requester = _requester(body, identity, request.app.state.admin_groups)
+    if body.submitted_by is not None and not identity.in_any(request.app.state.admin_groups):
+        raise ProblemError(
+            403,
+            "forbidden",
+            "Forbidden",
+            "Evaluating a request submitted by a principal (`submitted_by`) needs membership of:"
+            f" {', '.join(sorted(request.app.state.admin_groups))}.",
+        )
     source: PolicySource = request.app.state.policy
     at = body.at or utcnow()
     ask = Ask(
@@ -106,5 +122,7 @@ async def evaluate(body: EvaluateRequest, identity: CurrentIdentity, request: Re
         break_glass=body.break_glass,
         kind=requester.kind,
         attributes=tuple(sorted(requester.attributes.items())),
+        submitted_by=body.submitted_by,
     )
-    return Evaluation(requester=requester, at=at, decision=source.current().evaluate(ask, at))
+    decision = source.current().evaluate(ask, at)
+    return Evaluation(requester=requester, submitted_by=body.submitted_by, at=at, decision=decision)

@@ -2,9 +2,11 @@
 
 Evaluation order (documented in docs/readme/issue-3.md):
 1. An unknown resource or role is a deny.
-2. Every rule is matched: who, resource and role patterns, label selectors, break-glass, then the
-   CEL condition. Matching rules are ranked by specificity, ties by position (files by name,
-   rules in file order).
+2. Every rule is matched: delegation, who, resource and role patterns, label selectors,
+   break-glass, then the CEL condition. A delegated request (a principal submitted it on someone's
+   behalf) is matched only by rules naming that submitter (`submitted_by`) or saying
+   `delegated: true`, and by deny rules; the groups a submitter claims are never used. Matching
+   rules are ranked by specificity, ties by position (files by name, rules in file order).
 3. A matching `deny` wins, whatever its rank or position.
 4. Nothing matching is a deny.
 5. When the request invokes break-glass and a break-glass rule matches, the most specific one
@@ -60,6 +62,21 @@ class Ask:
     submitted_by: str | None = None
     extension: bool = False
 
+    @property
+    def delegated(self) -> bool:
+        """A principal submitted it on someone else's behalf (a `request.submit` with `on_behalf_of`)."""
+        return self.submitted_by is not None and (self.kind == "user" or self.submitted_by != self.subject)
+
+    @property
+    def submitter(self) -> str | None:
+        """The submitting principal of a delegated request; None for a direct one."""
+        return self.submitted_by if self.delegated else None
+
+    @property
+    def trusted_groups(self) -> frozenset[str]:
+        """The groups the policy may use: an identity provider's, never a submitter's claim."""
+        return frozenset() if self.delegated else self.groups
+
     @classmethod
     def of(cls, request: RequestSubmittedData) -> Ask:
         return cls(
@@ -106,9 +123,9 @@ def _requirement(review: Review, ask: Ask) -> tuple[ApprovalRequirement, list[st
     for index, stage in enumerate(review.stages):
         groups = list(stage.groups)
         if review.exclude_requester_groups:
-            own = [g for g in groups if g in ask.groups]
+            own = [g for g in groups if g in ask.trusted_groups]
             excluded_groups.update(own)
-            groups = [g for g in groups if g not in ask.groups]
+            groups = [g for g in groups if g not in ask.trusted_groups]
             if own and not groups:
                 label = stage.name or f"stage {index + 1}"
                 problems.append(
@@ -264,7 +281,7 @@ class Policy:
             start=ask.start or now,
             break_glass=ask.break_glass,
             subject=ask.subject,
-            groups=tuple(sorted(ask.groups)),
+            groups=tuple(sorted(ask.trusted_groups)),
             attributes=dict(ask.attributes),
             kind=ask.kind,
             provider=resource.provider,
@@ -281,9 +298,10 @@ class Policy:
                 candidate,
                 subject=ask.subject,
                 kind=ask.kind,
-                groups=ask.groups,
+                groups=ask.trusted_groups,
                 facts=facts,
                 variables=variables,
+                submitter=ask.submitter,
             )
             if match is None:
                 continue
@@ -315,6 +333,7 @@ class Policy:
             return deny(
                 [
                     f"no rule lets '{ask.subject}' have '{ask.role}' on '{resource.name}' (default deny)",
+                    *self._delegation_notes(ask),
                     *notes,
                 ]
             )
@@ -376,6 +395,21 @@ class Policy:
             matched_rules=matched,
             policy_version=version,
         )
+
+    def _delegation_notes(self, ask: Ask) -> list[str]:
+        """Why a delegated request found no rule: the explanation a submitter's operator needs."""
+        submitter = ask.submitter
+        if submitter is None:
+            return []
+        if not any(c.rule.admits_submitter(submitter) for c in self.index.get((ask.resource, ask.role), ())):
+            return [
+                f"delegated request by '{submitter}' on behalf of '{ask.subject}': no rule names this"
+                f" submitter (a rule needs `submitted_by: [{submitter}]` or `delegated: true`)"
+            ]
+        return [
+            f"delegated request by '{submitter}' on behalf of '{ask.subject}': the rules for this"
+            " submitter do not apply to this requester (a submitter's claimed groups are not used)"
+        ]
 
 
 class PolicySource:

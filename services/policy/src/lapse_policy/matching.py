@@ -2,7 +2,12 @@
 
 Specificity, compared as a tuple (higher is more specific):
 resource (exact name 2, glob 1, `*` 0), role (same), who (named subject or service principal 2,
-group 1, anyone 0), selectors (number of label selectors, plus 1 for a condition).
+group 1, anyone 0), selectors (number of label selectors, plus 1 for a condition, plus 1 for
+naming the submitter in `submitted_by`).
+
+A delegated request (submitted by a principal on someone's behalf) is matched only by rules that
+say so (`submitted_by` naming the principal, or `delegated: true`), and by deny rules; a rule for
+delegated requests never matches a direct one. The submitter's claimed groups are never matched.
 """
 
 from __future__ import annotations
@@ -68,6 +73,7 @@ class CompiledRule:
     subjects: frozenset[str]
     groups: frozenset[str]
     principals: frozenset[str]
+    submitters: frozenset[str]
     resources: tuple[Pattern, ...]
     roles: tuple[Pattern, ...]
     labels: tuple[tuple[str, frozenset[str]], ...]
@@ -90,6 +96,7 @@ class CompiledRule:
             subjects=frozenset(rule.subjects),
             groups=frozenset(rule.groups),
             principals=frozenset(rule.service_principals),
+            submitters=frozenset(rule.submitted_by),
             resources=tuple(Pattern.of(p) for p in rule.resources),
             roles=tuple(Pattern.of(p) for p in rule.roles),
             labels=labels,
@@ -118,6 +125,25 @@ class CompiledRule:
             return 0, "anyone"
         return None
 
+    def admits_submitter(self, submitter: str) -> bool:
+        """The rule grants requests this principal submits on someone's behalf, if it applies."""
+        return self.rule.delegated or submitter in self.submitters
+
+    def _delegation(self, submitter: str | None) -> str | None:
+        """Why the rule may look at this request as far as delegation goes; None: it may not."""
+        if submitter is None:
+            return None if self.rule.for_delegated else ""
+        if self.rule.for_delegated:
+            if submitter in self.submitters:
+                return f"submitted by '{submitter}' (named in submitted_by)"
+            if self.rule.delegated:
+                return f"submitted by '{submitter}' (the rule allows delegated requests)"
+            return None
+        # A deny applies whoever submitted: delegation must never be a way around one.
+        if self.rule.outcome is Outcome.DENY:
+            return f"submitted by '{submitter}' (a deny applies to delegated requests)"
+        return None
+
     def match(
         self,
         candidate: Candidate,
@@ -127,15 +153,23 @@ class CompiledRule:
         groups: frozenset[str],
         facts: Facts,
         variables: dict[str | None, object],
+        submitter: str | None = None,
     ) -> RuleMatch | None:
         """None when the rule does not apply. Resource, role and labels were matched at load
-        (see `candidates`); here the requester, break-glass, and the condition last."""
+        (see `candidates`); here delegation, the requester, break-glass, and the condition last.
+
+        `submitter` is the principal of a delegated request (None for a direct one); `groups`
+        are the requester's trusted groups (none for a delegated request).
+        """
+        delegation = self._delegation(submitter)
+        if delegation is None:
+            return None
         who = self._who(subject, kind, groups)
         if who is None:
             return None
         if self.rule.break_glass is not None and not facts.break_glass:
             return None
-        why = [f"who: {who[1]}", *candidate.why]
+        why = [f"who: {who[1]}", *([f"delegation: {delegation}"] if delegation else []), *candidate.why]
         if self.condition is not None:
             tz = self.rule.timezone
             if tz not in variables:
@@ -155,7 +189,7 @@ class CompiledRule:
             candidate.resource_specificity,
             candidate.role_specificity,
             who[0],
-            len(self.labels) + (1 if self.condition else 0),
+            len(self.labels) + (1 if self.condition else 0) + (1 if submitter in self.submitters else 0),
         )
         return RuleMatch(specificity, why)
 

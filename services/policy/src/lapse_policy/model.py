@@ -108,6 +108,20 @@ class Rule(BaseModel):
         description="Service principals (other systems) the rule applies to; they are only ever"
         " matched by name here, never by a rule that names nobody.",
     )
+    # --- delegation: a request a principal submitted on someone else's behalf (`request.submit`
+    # with `on_behalf_of`). Only rules that say so explicitly grant such a request.
+    submitted_by: list[str] = Field(
+        default_factory=list,
+        description="Submitting principals (AMQP users) whose requests on someone's behalf the rule"
+        " applies to; exact names. The rule then applies to delegated requests only.",
+        examples=[["ci-bot"]],
+    )
+    delegated: bool = Field(
+        False,
+        description="The rule applies to delegated requests from any accepted submitter (and to"
+        " nothing else). Without this or `submitted_by`, an `approve` or `review` rule never grants"
+        " a delegated request; a `deny` rule applies to both.",
+    )
     # --- what
     resources: list[str] = Field(
         default=["*"], min_length=1, description="Resource name glob patterns (`*`, `?`, `[...]`)."
@@ -148,6 +162,32 @@ class Rule(BaseModel):
         description="Emergency access: the rule applies only to requests that invoke break-glass,"
         " approves at once and flags the decision. `true` or a mapping with `review_after`.",
     )
+
+    @property
+    def for_delegated(self) -> bool:
+        """The rule is for requests submitted on someone's behalf (and only for those)."""
+        return self.delegated or bool(self.submitted_by)
+
+    @model_validator(mode="after")
+    def _delegation_fields(self) -> Rule:
+        if not self.for_delegated:
+            return self
+        # A submitter's word on who the person is in groups is not trusted, and a delegated
+        # request is always for a person: these selectors could never match, so say so at load.
+        if self.groups:
+            raise ValueError(
+                "a delegated rule (`submitted_by` or `delegated: true`) cannot select `groups`:"
+                " the groups a submitter claims are not trusted; name `subjects` instead"
+            )
+        if self.service_principals:
+            raise ValueError(
+                "a delegated rule (`submitted_by` or `delegated: true`) is for requests on a"
+                " person's behalf; name the submitting principal in `submitted_by`, not"
+                " `service_principals`"
+            )
+        if any(not name.strip() for name in self.submitted_by):
+            raise ValueError("`submitted_by` names principals; an empty name matches nobody")
+        return self
 
     @model_validator(mode="after")
     def _outcome_fields(self) -> Rule:

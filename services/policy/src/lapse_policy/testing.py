@@ -42,6 +42,12 @@ class CaseRequest(BaseModel):
     ticket: str | None = None
     start_at: datetime | None = None
     break_glass: bool = False
+    submitted_by: str | None = Field(
+        None,
+        min_length=1,
+        description="A delegated request: this principal submits it (`request.submit`) on behalf of"
+        " the requester, whose `groups` are then a claim the policy does not use.",
+    )
 
 
 class Expectation(BaseModel):
@@ -173,6 +179,7 @@ def run_file(policy: Policy, path: Path, name: str) -> SuiteRun:
             break_glass=r.break_glass,
             kind=r.requester.kind,
             attributes=tuple(sorted(r.requester.attributes.items())),
+            submitted_by=r.submitted_by,
         )
         decision = policy.evaluate(ask, case.at or DEFAULT_AT)
         run.results.append(

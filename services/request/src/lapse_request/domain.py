@@ -192,6 +192,7 @@ def submit(
     submitted_by: str | None = None,
     kind: str = "user",
     request_id: uuid.UUID | None = None,
+    claimed_groups: list[str] | None = None,
 ) -> AccessRequest:
     """Check a submission against the catalogue and open a pending request.
 
@@ -271,6 +272,7 @@ def submit(
                 start_at=start_at,
                 extends_grant_id=extends_grant_id,
                 submitted_by=submitted_by,
+                claimed_groups=sorted(claimed_groups or []),
             ),
         )
     )

@@ -278,7 +278,10 @@ class RequestHandlers:
             request = self._submit(
                 request_id=command.id,
                 requester=data.on_behalf_of or principal,
-                groups=sorted(set(data.groups)),
+                # The submitter's word on the person's groups is not trusted: it is kept for the
+                # audit trail only, so no group rule or approver exclusion ever reads it.
+                groups=[],
+                claimed_groups=sorted(set(data.groups)),
                 resource=data.resource,
                 role=data.role,
                 duration=timedelta(seconds=data.duration_seconds),

@@ -41,8 +41,15 @@ class RequestSubmittedData(Contract):
     )
     submitted_by: str | None = Field(
         None,
-        description="The service principal (AMQP `user_id`) that submitted a `request.submit` command,"
-        " when it is not the requester itself; none for requests made over HTTP.",
+        description="The service principal (AMQP `user_id`) that submitted a `request.submit` command;"
+        " none for requests made over HTTP. With a `user` requester, the request is delegated: the"
+        " policy grants it only by a rule that names this submitter or allows delegated requests.",
+    )
+    claimed_groups: list[str] = Field(
+        default_factory=list,
+        description="The groups a delegated request's submitter said the requester has (the command's"
+        " `groups`), recorded for the audit trail only: not verified, never used by the policy, and"
+        " not the requester's `groups` (which stay empty for a delegated request).",
     )
 
 
@@ -232,10 +239,14 @@ class RequestSubmitData(Contract):
         min_length=1,
         max_length=200,
         description="The person (or principal) who receives the access; none: the publishing principal."
-        " The policy decides whether the principal may ask for them (`request.submitted_by`).",
+        " Given, the request is delegated: only a policy rule naming the publishing principal"
+        " (`submitted_by`) or allowing delegated requests (`delegated: true`) grants it.",
     )
     groups: list[str] = Field(
-        default_factory=list, description="Groups of `on_behalf_of` as the publishing system knows them."
+        default_factory=list,
+        description="Informational only: groups of `on_behalf_of` as the publishing system knows them."
+        " They are not trusted: recorded as `claimed_groups` in `request.submitted`, never matched by"
+        " policy rules (a rule must name the submitter in `submitted_by`, or say `delegated: true`).",
     )
     ticket: str | None = Field(
         None,
