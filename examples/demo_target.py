@@ -1,8 +1,10 @@
 """Create the local demo target for `make run`: database lapse_demo, its roles, the people.
 
-Idempotent. The provisioning role has CREATEROLE and pg_signal_backend only: enough to grant and
-revoke membership in non-superuser roles, create and drop ephemeral logins and end their
-sessions, nothing more.
+Idempotent. One provisioning role serves both demo resources (postgres-role and postgres-login),
+so it has CREATEROLE (the logins) and pg_signal_backend (ending their sessions), plus ADMIN
+OPTION on the catalogue's roles, which PostgreSQL 16+ needs to grant them. On PostgreSQL 15 a
+CREATEROLE role may grant any non-superuser role, pg_execute_server_program included: this demo
+role is not least privilege there; see docs/security.md for a production setup.
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ async def main() -> None:
         await conn.execute("GRANT CONNECT ON DATABASE lapse_demo TO orders_readonly, orders_readwrite")
         # postgres-login ends the sessions of the ephemeral logins it drops.
         await conn.execute("GRANT pg_signal_backend TO lapse_provisioner")
+        # The catalogue's roles, to grant to others: on 16+ without using them itself.
+        options = "ADMIN OPTION"
+        if await conn.fetchval("SELECT current_setting('server_version_num')::int >= 160000"):
+            options += ", INHERIT FALSE, SET FALSE"
+        await conn.execute(f"GRANT orders_readonly, orders_readwrite TO lapse_provisioner WITH {options}")
     finally:
         await conn.close()
     print("demo target ready: database lapse_demo, roles", ", ".join(ROLES))

@@ -208,3 +208,24 @@ def test_catalogue_source_keeps_the_last_good_catalogue_when_a_file_breaks(tmp_p
     os.utime(file, ns=(2_000_000_000_000, 2_000_000_000_000))
     assert source.current(20.0) is good
     assert good.get("orders-db") is not None
+
+
+@pytest.mark.parametrize(
+    "role", ["pg_read_all_settings", "pg_execute_server_program", "pg_write_server_files", "postgres"]
+)
+def test_a_catalogue_offering_a_predefined_or_superuser_role_is_refused_at_load(
+    tmp_path: Path, role: str
+) -> None:
+    (tmp_path / "resources.yaml").write_text(
+        "resources:\n  - name: orders-db\n    provider: postgres-role\n"
+        f"    roles: [app_readonly, {role}]\n    max_duration: 1h\n"
+    )
+    with pytest.raises(PolicyDirError, match=f"role '{role}' is a"):
+        Catalogue.from_directory(PolicyDirectory.load(tmp_path))
+
+
+def test_other_providers_may_name_their_actions_freely() -> None:
+    resource = Resource(
+        name="deploys", provider="webhook", roles=["pg_dump"], max_duration=timedelta(hours=1)
+    )
+    assert resource.roles == ["pg_dump"]

@@ -24,14 +24,16 @@ pytestmark = pytest.mark.integration
 GrantEnv = tuple[asyncpg.Pool, GrantHandlers]
 
 
-def approval(role: str, seconds: int = 60, resource: str = "test-db") -> RequestApproved:
+def approval(
+    role: str, seconds: int = 60, resource: str = "test-db", subject: str = "alice"
+) -> RequestApproved:
     request_id = uuid.uuid4()
     return RequestApproved.create(
         source="test",
         request_id=request_id,
         data=RequestApprovedData(
             request_id=request_id,
-            requester="alice",
+            requester=subject,
             resource=resource,
             role=role,
             duration_seconds=seconds,
@@ -111,9 +113,12 @@ async def test_a_stale_expiry_for_an_ended_grant_does_nothing(
     assert await outbox_types(pool) == before
 
 
-async def test_permanent_provisioning_error_fails_the_grant_with_the_reason(grant_env: GrantEnv) -> None:
+async def test_permanent_provisioning_error_fails_the_grant_with_the_reason(
+    grant_env: GrantEnv, pg_target: PgTarget
+) -> None:
     pool, handlers = grant_env
-    await handlers.activate_grant(approval("role_that_does_not_exist"))
+    # A member role the target does not have: the target refuses, for good.
+    await handlers.activate_grant(approval(pg_target.reader, subject="nobody"))
     row = await pool.fetchrow('SELECT * FROM "grant".grants')
     assert row["state"] == "failed"
     assert "does not exist" in row["failure_reason"]

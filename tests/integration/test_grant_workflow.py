@@ -324,7 +324,8 @@ async def test_an_extension_that_cannot_apply_fails_for_the_extension_request(en
 async def test_extending_an_ephemeral_login_moves_its_valid_until(env: Env) -> None:
     grant_id = await env.approve(resource="test-login", seconds=60)
     assert (await env.state(grant_id))["state"] == "active"
-    extension = env.approval(resource="test-login", seconds=7200, extends=grant_id)
+    # Within the resource's 1h maximum: the grant service refuses a longer one (approval_check.py).
+    extension = env.approval(resource="test-login", seconds=3000, extends=grant_id)
     await env.handlers.activate_grant(extension)
     conn = await asyncpg.connect(env.target.database_url)
     try:
@@ -337,7 +338,7 @@ async def test_extending_an_ephemeral_login_moves_its_valid_until(env: Env) -> N
     assert all(
         r.revoked for r in await env.handlers.kill_switch(actor="t", reason="cleanup", grant_id=grant_id)
     )
-    assert valid_until == extension.data.approved_at + timedelta(seconds=7200)
+    assert valid_until == extension.data.approved_at + timedelta(seconds=3000)
     assert (await env.state(grant_id))["expires_at"] == valid_until
 
 

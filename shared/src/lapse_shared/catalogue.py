@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
 
 from lapse_shared.durations import Duration
 
@@ -77,6 +85,32 @@ def target_references(value: Any) -> list[str]:
     return []
 
 
+# Roles a catalogue must never offer on a PostgreSQL target, whatever the policy author meant:
+# the `pg_` prefix is reserved for predefined roles (pg_read_server_files, pg_execute_server_program:
+# files and commands on the database host), and these are the usual superuser or administrator
+# roles of a self-hosted or managed server. The grant service also asks the target itself
+# (superuser, CREATEROLE, BYPASSRLS, REPLICATION, predefined) before each GRANT.
+_ADMIN_ROLES = frozenset(
+    {"postgres", "rds_superuser", "rdsadmin", "cloudsqlsuperuser", "azure_pg_admin", "azuresu"}
+)
+POSTGRES_IDENTIFIER_BYTES = 63
+"""PostgreSQL truncates longer identifiers (NAMEDATALEN - 1) instead of refusing them."""
+
+
+def reserved_role_problem(provider: str, role: str) -> str | None:
+    """Why `role` may never be granted through `provider`, or None; checked at catalogue load and
+    again by the grant service for every approval (an event may name any role)."""
+    if not provider.startswith("postgres"):
+        return None
+    if role.lower().startswith("pg_"):
+        return f"role '{role[:80]}' is a PostgreSQL predefined role (pg_*): Lapse never grants those"
+    if role.lower() in _ADMIN_ROLES:
+        return f"role '{role[:80]}' is a database administrator role: Lapse never grants it"
+    if "\x00" in role or len(role.encode()) > POSTGRES_IDENTIFIER_BYTES:
+        return f"role '{role[:80]}' is not a PostgreSQL role name (at most 63 bytes, no NUL)"
+    return None
+
+
 class Resource(BaseModel):
     """One thing access can be granted to."""
 
@@ -108,6 +142,16 @@ class Resource(BaseModel):
     def _unique_roles(cls, roles: list[str]) -> list[str]:
         if len(set(roles)) != len(roles):
             raise ValueError("roles are listed twice")
+        return roles
+
+    @field_validator("roles")
+    @classmethod
+    def _no_reserved_roles(cls, roles: list[str], info: ValidationInfo) -> list[str]:
+        provider = info.data.get("provider")  # validated before `roles` (declared first)
+        if isinstance(provider, str):
+            problems = [p for role in roles if (p := reserved_role_problem(provider, role))]
+            if problems:
+                raise ValueError("; ".join(problems))
         return roles
 
     def expanded_target(self, env: dict[str, str] | None = None) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from lapse_grant import api, consumers
 from lapse_grant.config import GrantSettings
 from lapse_grant.credentials import CredentialVault
-from lapse_grant.handlers import GrantHandlers, Timings
+from lapse_grant.handlers import GrantHandlers, Limits, Timings
 from lapse_grant.providers import load_providers, parse_settings
 from lapse_grant.repository import SCHEMA
 from lapse_shared.catalogue import CatalogueSource
@@ -52,6 +52,7 @@ class GrantHost(ServiceHost):
                 concurrency=settings.concurrency,
             ),
             vault=CredentialVault(key.get_secret_value()) if key else None,
+            limits=Limits(max_schedule_ahead=settings.max_schedule_ahead),
         )
         self.metrics.extra_registries.append(self.handlers.metrics.registry)
         self.metrics.add_refresher(self._count_active_grants)

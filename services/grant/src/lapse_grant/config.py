@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from pydantic import SecretStr
 
+from lapse_shared.durations import Duration
 from lapse_shared.messaging.publisher import amqp_username
 from lapse_shared.settings import ServiceSettings
 
@@ -24,6 +26,10 @@ class GrantSettings(ServiceSettings):
     # How far past expires_at a grant must be before the retrier takes it: leaves the delayed
     # message its chance, so the retrier only acts when that message was lost or failed.
     sweep_grace_seconds: float = 5.0
+    # How far ahead a scheduled start may be. The request service refuses more on submit; this
+    # service checks every approval itself (approval_check.py), since an approval on the wire may
+    # be forged: keep it equal to the request service's LAPSE_MAX_SCHEDULE_AHEAD (the same name).
+    max_schedule_ahead: Duration = timedelta(days=30)
     # Transient target errors are retried with backoff for this long, then the request fails.
     provision_timeout_seconds: float = 300.0
     # Failed revocation attempts before `grant.revoke_failing` is published (retries go on).

@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 
+from lapse_grant.approval_check import Limits
 from lapse_grant.credentials import CredentialVault
 from lapse_grant.domain import Grant, GrantState
 from lapse_grant.metrics import GrantMetrics
@@ -42,6 +43,7 @@ class GrantContext:
     metrics: GrantMetrics = field(default_factory=GrantMetrics)
     vault: CredentialVault | None = None
     clock: Callable[[], datetime] = utcnow
+    limits: Limits = field(default_factory=Limits)
 
     def provider_of(self, grant: Grant) -> tuple[Provider, dict[str, Any], Access]:
         """The grant's provider, its target settings (variables expanded) and the access to act on."""

@@ -109,6 +109,9 @@ class Grant:
     start_at: datetime | None = None
     extended_at: datetime | None = None
     extension_request_id: uuid.UUID | None = None
+    # Failed after a grant call that may have worked: its access is removed (and verified gone)
+    # by the retrier, with backoff like a revocation (`compensation.py`), before it is final.
+    cleanup_pending: bool = False
 
     @property
     def access_key(self) -> str:
@@ -228,14 +231,28 @@ class Grant:
         )
         return activated, self.expire_command(activated)
 
-    def provisioning_failed(self, error: str, now: datetime, *, transient: bool) -> GrantFailed | None:
-        """Record a failed attempt; the grant fails for good unless it is worth trying again."""
+    def provisioning_failed(
+        self, error: str, now: datetime, *, transient: bool, granted: bool = False
+    ) -> GrantFailed | None:
+        """Record a failed attempt; the grant fails for good unless it is worth trying again.
+
+        `granted`: this attempt called the target's grant. Failing then, or after earlier
+        attempts (any of which may have granted), leaves the access to be removed.
+        """
         self.provision_attempts += 1
         self.last_error = error
         if transient and self.provision_deadline is not None and now < self.provision_deadline:
             self.next_attempt_at = now + backoff(self.provision_attempts)
             return None
-        return self.fail(error if not transient else f"target unavailable until the deadline: {error}")
+        reason = error if not transient else f"target unavailable until the deadline: {error}"
+        cleanup = granted or self.provision_attempts > 1
+        return self.fail(reason, cleanup_from=now if cleanup else None)
+
+    def cleaned_up(self) -> None:
+        """The access of this failed grant is verified absent in the target: the grant is final."""
+        assert self.state is GrantState.FAILED
+        self.cleanup_pending = False
+        self.next_attempt_at = None
 
     def expire_command(self, cause: Event | None = None) -> GrantExpire:
         assert self.expires_at is not None
@@ -246,10 +263,12 @@ class Grant:
             data=GrantExpireData(grant_id=self.id, expires_at=self.expires_at),
         )
 
-    def fail(self, reason: str) -> GrantFailed:
+    def fail(self, reason: str, *, cleanup_from: datetime | None = None) -> GrantFailed:
+        """Fail for good; with `cleanup_from`, a grant call may have worked: remove it from then on."""
         self.state = GrantState.FAILED
         self.failure_reason = reason
-        self.next_attempt_at = None
+        self.next_attempt_at = cleanup_from
+        self.cleanup_pending = cleanup_from is not None
         return GrantFailed.create(
             source=SOURCE,
             request_id=self.request_id,

@@ -108,6 +108,10 @@ class DriftReconciler:
         return 1
 
     def _worth_checking(self, grant: Grant, expected: GrantState) -> bool:
+        if expected is GrantState.REVOKED and grant.state is GrantState.FAILED:
+            # Its access must be absent like a revoked grant's, once its own cleanup (which the
+            # retrier drives, compensation.py) is done: a grant call may land after it failed.
+            return not grant.cleanup_pending
         if grant.state is not expected:
             return False
         # An active grant about to end is left to its revocation.

@@ -18,7 +18,7 @@ from lapse_grant import repository
 from lapse_grant.domain import Grant, refuse_extension
 from lapse_grant.providers import Access, Provider, ProviderError
 from lapse_shared.db import inbox, outbox
-from lapse_shared.events import RequestApproved
+from lapse_shared.events import RequestApproved, RequestApprovedData
 from lapse_shared.messaging.topology import COMMANDS
 
 log = structlog.get_logger("lapse.grant")
@@ -32,8 +32,11 @@ class Extender:
         provider_of: Callable[[Grant], tuple[Provider, dict[str, Any], Access]],
         *,
         clock: Callable[[], datetime],
+        recheck: Callable[[RequestApprovedData], str | None] = lambda data: None,
     ) -> None:
         self._pool, self._provider_of, self._clock = pool, provider_of, clock
+        # The approval's own limits, re-checked by this service (approval_check.py).
+        self._recheck = recheck
 
     async def extend(self, event: RequestApproved) -> None:
         """Apply the approved extension once (inbox), or publish grant.failed saying why it cannot."""
@@ -50,7 +53,7 @@ class Extender:
             if grant is None:
                 problem: str | None = f"grant {grant_id} does not exist"
             else:
-                problem = grant.extension_problem(data, now)
+                problem = grant.extension_problem(data, now) or self._recheck(data)
             if grant is not None and grant.expires_at is not None and problem is None:
                 previous = grant.expires_at
                 until = max(previous, data.approved_at + timedelta(seconds=data.duration_seconds))

@@ -9,6 +9,7 @@ from one `GrantContext` and runs the retrier, the safety net that drives all of 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -17,7 +18,9 @@ import asyncpg
 import structlog
 
 from lapse_grant import repository
+from lapse_grant.approval_check import Limits, extension_limit_problem
 from lapse_grant.batching import BATCH_SIZE, Batcher, RevokeResult
+from lapse_grant.compensation import Compensator
 from lapse_grant.context import GrantContext, Timings
 from lapse_grant.credentials import CredentialVault
 from lapse_grant.domain import Grant, GrantState
@@ -29,9 +32,17 @@ from lapse_grant.provisioning import Provisioner
 from lapse_grant.revocation import Revoker
 from lapse_grant.scheduling import Scheduler
 from lapse_shared.catalogue import CatalogueSource
-from lapse_shared.events import Event, GrantExpire, GrantStart, RequestApproved, RevokeCause, utcnow
+from lapse_shared.events import (
+    Event,
+    GrantExpire,
+    GrantStart,
+    RequestApproved,
+    RequestApprovedData,
+    RevokeCause,
+    utcnow,
+)
 
-__all__ = ["BATCH_SIZE", "Batcher", "GrantHandlers", "RevokeResult", "Timings"]
+__all__ = ["BATCH_SIZE", "Batcher", "GrantHandlers", "Limits", "RevokeResult", "Timings"]
 
 log = structlog.get_logger("lapse.grant")
 
@@ -47,6 +58,7 @@ class GrantHandlers:
         metrics: GrantMetrics | None = None,
         vault: CredentialVault | None = None,
         clock: Callable[[], datetime] = utcnow,
+        limits: Limits | None = None,
     ) -> None:
         self._ctx = ctx = GrantContext(
             pool,
@@ -56,9 +68,23 @@ class GrantHandlers:
             metrics or GrantMetrics(),
             vault,
             clock,
+            limits or Limits(),
         )
         self.metrics = ctx.metrics
-        self.provisioner = Provisioner(ctx, Extender(pool, ctx.provider_of, clock=clock))
+        self.compensator = Compensator(ctx)
+
+        def recheck_extension(data: RequestApprovedData) -> str | None:
+            return extension_limit_problem(
+                catalogue.current(time.monotonic()),
+                data.resource,
+                data.role,
+                data.approved_at,
+                data.duration_seconds,
+                clock(),
+            )
+
+        extender = Extender(pool, ctx.provider_of, clock=clock, recheck=recheck_extension)
+        self.provisioner = Provisioner(ctx, extender, self.compensator)
         self.scheduler = Scheduler(
             pool,
             self.provisioner.provision,
@@ -122,13 +148,15 @@ class GrantHandlers:
     # -- the retrier: safety net for lost messages, failed revocations, pending provisioning ----
 
     async def retry_due(self) -> tuple[int, int]:
-        """One pass: start late scheduled grants, provision what is due, revoke what is overdue or
-        due for retry. Returns (provisioning attempts, grants swept)."""
+        """One pass: start late scheduled grants, provision what is due, clean up failed grants
+        whose access may be in the target, revoke what is overdue or due for retry. Returns
+        (provisioning attempts, grants swept)."""
         await self.scheduler.start_overdue(self._ctx.timings.sweep_grace_seconds)
         async with self._ctx.pool().acquire() as conn:
             provisioning = await repository.due_provisioning(conn)
             revocations = await repository.due_revocations(conn, self._ctx.timings.sweep_grace_seconds)
         await self._ctx.each(provisioning, self.provision)
+        await self.compensator.cleanup_due()  # failed grants whose access may be in the target
         results = await self.revoker.in_chunks(revocations, RevokeCause.SWEPT)
         swept = sum(r.revoked for r in results)
         if swept:

@@ -39,6 +39,18 @@ class GrantMetrics:
             ["kind"],
             registry=self.registry,
         )
+        self.refusals = Counter(
+            "lapse_grant_refusals_total",
+            "Approvals the grant service refused on its own check (approval_check.py): at the"
+            " approval or right before the grant call.",
+            ["stage"],
+            registry=self.registry,
+        )
+        self.cleanups = Counter(
+            "lapse_grant_cleanups_total",
+            "Failed grants whose access was removed and verified absent (compensation.py).",
+            registry=self.registry,
+        )
         self.drift = Counter(
             "lapse_grant_drift_detected_total",
             "Differences found by reconciliation.",

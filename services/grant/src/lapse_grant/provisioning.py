@@ -1,5 +1,7 @@
-"""Provisioning: record an approval as a grant, provision it in its target, verify, activate and
-queue its expiry; or retry with backoff until the provisioning deadline."""
+"""Provisioning: record an approval as a grant, re-check it (approval_check.py), provision it in
+its target, verify, activate and queue its expiry; or retry with backoff until the provisioning
+deadline. A grant that fails after a grant call that may have worked is cleaned up
+(compensation.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +11,12 @@ import uuid
 import structlog
 
 from lapse_grant import repository
+from lapse_grant.approval_check import grant_problem
+from lapse_grant.compensation import Compensator
 from lapse_grant.context import GrantContext
 from lapse_grant.domain import Grant, GrantState
 from lapse_grant.extension import Extender
-from lapse_grant.providers import ProviderError
+from lapse_grant.providers import Access, ProviderError, access_problem
 from lapse_grant.scheduling import schedule
 from lapse_shared.db import inbox, outbox
 from lapse_shared.events import Event, RequestApproved
@@ -23,9 +27,29 @@ SCHEMA = repository.SCHEMA
 
 
 class Provisioner:
-    def __init__(self, ctx: GrantContext, extender: Extender) -> None:
+    def __init__(self, ctx: GrantContext, extender: Extender, compensator: Compensator) -> None:
         self._ctx = ctx
         self.extender = extender
+        self.compensator = compensator
+
+    def refusal(self, grant: Grant) -> str | None:
+        """Why this grant must not reach its target, or None: the approval re-checked against the
+        current catalogue and this service's limits, and the subject against the target's rules."""
+        problem = grant_problem(
+            grant, self._ctx.catalogue.current(time.monotonic()), self._ctx.clock(), self._ctx.limits
+        )
+        if problem is not None:
+            return problem
+        provider = self._ctx.providers.get(grant.provider)
+        if provider is None:
+            return f"no provider '{grant.provider}' is installed"
+        assert grant.expires_at is not None
+        try:
+            return access_problem(
+                provider, dict(grant.target), Access(grant.id, grant.subject, grant.role, grant.expires_at)
+            )
+        except ProviderError as exc:
+            return str(exc)
 
     async def activate_grant(self, event: RequestApproved) -> None:
         """Record the approval as a grant to provision (once per event), then provision it.
@@ -49,10 +73,22 @@ class Provisioner:
                 self._ctx.timings.provision_timeout,
             )
             await repository.insert(conn, grant)
-            if resource is None:
-                failed = grant.fail(f"resource '{data.resource}' is not in the catalogue")
+            problem = self.refusal(grant)
+            if problem is not None:
+                # Nothing touched the target: a permanent failure, with nothing to clean up.
+                failed = grant.fail(f"approval refused by the grant service: {problem}")
+                self._ctx.metrics.refusals.labels("approval").inc()
                 await repository.save(conn, grant)
                 await outbox.add(conn, SCHEMA, failed)
+                log.warning(
+                    "approval refused",
+                    grant_id=str(grant.id),
+                    request_id=str(grant.request_id),
+                    subject=grant.subject[:100],
+                    resource=grant.resource,
+                    role=grant.role,
+                    reason=problem,
+                )
                 return
             if grant.state is GrantState.SCHEDULED:
                 await schedule(conn, grant)
@@ -61,30 +97,55 @@ class Provisioner:
         await self.provision(grant.id, cause=event)
 
     async def provision(self, grant_id: uuid.UUID, cause: Event | None = None) -> None:
-        """One provisioning attempt: grant, verify, activate and schedule the expiry; or retry."""
+        """One provisioning attempt: re-check, grant, verify, activate and schedule the expiry; or
+        retry. A grant that fails for good after a grant call is cleaned up at once (and by the
+        retrier until its access is verified gone)."""
+        grant = await self._attempt(grant_id, cause)
+        if grant is not None and grant.cleanup_pending:
+            # Committed first: should this process die now, the retrier cleans it up.
+            await self.compensator.cleanup(grant.id)
+
+    async def _attempt(self, grant_id: uuid.UUID, cause: Event | None) -> Grant | None:
+        """The attempt, in one transaction holding the access lock; the grant as it ended it."""
         async with self._ctx.pool().acquire() as conn, conn.transaction():
             grant = await repository.get(conn, grant_id)
             if grant is None or grant.state is not GrantState.PROVISIONING:
-                return
+                return None
             await repository.lock_access(conn, grant.access_key)
             grant = await repository.get(conn, grant_id, for_update=True)
             if grant is None or grant.state is not GrantState.PROVISIONING:
-                return
+                return None
             now = self._ctx.clock()
+            # Earlier attempts may have granted (a verify that failed, a crash before commit).
+            cleanup_from = now if grant.provision_attempts > 0 else None
             if grant.window_over(now):
                 # Retried (or started) past its window: provisioning now would grant access
                 # nobody approved for this time.
                 assert grant.expires_at is not None
                 over = grant.fail(
                     f"the approved window ended at {grant.expires_at.isoformat()} before the access"
-                    f" could be provisioned (last error: {grant.last_error or 'none'})"
+                    f" could be provisioned (last error: {grant.last_error or 'none'})",
+                    cleanup_from=cleanup_from,
                 )
                 await repository.save(conn, grant)
                 await outbox.add(conn, SCHEMA, over)
                 log.error(
                     "provisioning given up: window over", grant_id=str(grant.id), reason=grant.failure_reason
                 )
-                return
+                return grant
+            problem = self.refusal(grant)
+            if problem is not None:
+                # Checked again right before the grant call: the catalogue may have changed since
+                # the approval, and a scheduled grant starts days after it.
+                refused = grant.fail(
+                    f"refused by the grant service at provisioning: {problem}", cleanup_from=cleanup_from
+                )
+                await repository.save(conn, grant)
+                await outbox.add(conn, SCHEMA, refused)
+                self._ctx.metrics.refusals.labels("provisioning").inc()
+                log.warning("provisioning refused", grant_id=str(grant.id), reason=problem)
+                return grant
+            granted = False
             try:
                 provider, target, access = self._ctx.provider_of(grant)
                 if getattr(provider, "issues_credentials", False) and self._ctx.vault is None:
@@ -92,6 +153,7 @@ class Provisioner:
                         "this resource issues credentials but LAPSE_CREDENTIALS_KEY is not set",
                         transient=False,
                     )
+                granted = True  # from here on the target may hold the access, whatever happens
                 result = await provider.grant(target, access)
                 if not await provider.verify(target, access):
                     raise ProviderError(
@@ -101,11 +163,16 @@ class Provisioner:
                 self._ctx.metrics.provision_failures.labels(
                     "transient" if exc.transient else "permanent"
                 ).inc()
-                failed = grant.provisioning_failed(str(exc), now, transient=exc.transient)
+                failed = grant.provisioning_failed(str(exc), now, transient=exc.transient, granted=granted)
                 await repository.save(conn, grant)
                 if failed is not None:
                     await outbox.add(conn, SCHEMA, failed)
-                    log.error("provisioning failed", grant_id=str(grant.id), reason=grant.failure_reason)
+                    log.error(
+                        "provisioning failed",
+                        grant_id=str(grant.id),
+                        reason=grant.failure_reason,
+                        cleanup=grant.cleanup_pending,
+                    )
                 else:
                     log.warning(
                         "provisioning will be retried",
@@ -113,7 +180,7 @@ class Provisioner:
                         error=str(exc),
                         attempt=grant.provision_attempts,
                     )
-                return
+                return grant
             activated, expire = grant.activate(now, cause, credentials=result.credentials is not None)
             await repository.save(conn, grant)
             if result.credentials is not None and self._ctx.vault is not None:
@@ -130,3 +197,4 @@ class Provisioner:
             role=grant.role,
             expires_at=grant.expires_at.isoformat() if grant.expires_at else None,
         )
+        return grant

@@ -170,11 +170,21 @@ async def due_revocations(
     return [r["id"] for r in rows]
 
 
+async def due_cleanups(conn: asyncpg.Connection, limit: int = 100) -> list[uuid.UUID]:
+    """Failed grants whose access may be in the target and whose next removal attempt is due."""
+    rows = await conn.fetch(
+        'SELECT id FROM "grant".grants WHERE cleanup_pending AND next_attempt_at <= now()'
+        " ORDER BY next_attempt_at LIMIT $1",
+        limit,
+    )
+    return [r["id"] for r in rows]
+
+
 async def next_attempt(conn: asyncpg.Connection) -> datetime | None:
     """The soonest scheduled retry, so the retrier can sleep until then."""
     value: datetime | None = await conn.fetchval(
-        "SELECT min(next_attempt_at) FROM \"grant\".grants WHERE state IN ('provisioning', 'active')"
-        " AND next_attempt_at IS NOT NULL"
+        "SELECT min(next_attempt_at) FROM \"grant\".grants WHERE (state IN ('provisioning', 'active')"
+        " OR cleanup_pending) AND next_attempt_at IS NOT NULL"
     )
     return value
 
@@ -215,16 +225,22 @@ async def overdue_starts(conn: asyncpg.Connection, grace_seconds: float, limit: 
 async def ended_for_drift_check(
     conn: asyncpg.Connection, lookback_seconds: float, per_grant_providers: list[str]
 ) -> list[uuid.UUID]:
-    """Recently ended grants whose access should be absent: one per shared access (the latest),
-    every one for providers that give each grant an access of its own."""
+    """Recently ended grants whose access should be absent (revoked ones, and failed ones whose
+    grant call may have worked): one per shared access (the latest), every one for providers that
+    give each grant an access of its own."""
     rows = await conn.fetch(
         "SELECT DISTINCT ON (g.resource, g.subject, g.role, CASE WHEN g.provider = ANY($2::text[])"
         " THEN g.id::text ELSE '' END) g.id FROM \"grant\".grants g"
-        " WHERE g.state = 'revoked' AND g.revoked_at > now() - make_interval(secs => $1)"
+        " WHERE (g.state = 'revoked' AND g.revoked_at > now() - make_interval(secs => $1)"
+        # Failed after a grant call (whose cleanup is done): the call may still have landed.
+        "  OR (g.state = 'failed' AND g.provision_attempts > 0 AND NOT g.cleanup_pending"
+        "   AND g.expires_at IS NOT NULL"
+        "   AND g.updated_at > now() - make_interval(secs => $1)))"
         ' AND NOT EXISTS (SELECT 1 FROM "grant".grants o WHERE o.resource = g.resource'
         " AND o.subject = g.subject AND o.role = g.role AND o.state IN ('active', 'provisioning'))"
         " ORDER BY g.resource, g.subject, g.role,"
-        " CASE WHEN g.provider = ANY($2::text[]) THEN g.id::text ELSE '' END, g.revoked_at DESC",
+        " CASE WHEN g.provider = ANY($2::text[]) THEN g.id::text ELSE '' END,"
+        " coalesce(g.revoked_at, g.updated_at) DESC",
         lookback_seconds,
         per_grant_providers,
     )

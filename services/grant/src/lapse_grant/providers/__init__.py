@@ -8,6 +8,7 @@ crashes, redeliveries and failed attempts.
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -67,6 +68,11 @@ class Provider(Protocol):
 
     async def close(self) -> None: ...
 
+    # Optional: `def access_problem(target, access) -> str | None` says why this target cannot
+    # take `access` as named (a subject too long for the target's names, characters it would
+    # mangle), checked before any call reaches the target. Without it, a generic rule applies
+    # (`generic_subject_problem`).
+    #
     # Optional: `async def extend(target, access)` moves an expiry the target enforces itself
     # (e.g. a login's VALID UNTIL) to `access.expires_at` when a grant is extended. Providers
     # whose access lasts until Lapse revokes it need none.
@@ -98,6 +104,30 @@ async def present_among(provider: Provider, target: dict[str, Any], accesses: li
         present: set[uuid.UUID] = await batch(target, accesses)
         return present
     return {a.grant_id for a in accesses if await provider.verify(target, a)}
+
+
+def access_problem(provider: Provider, target: dict[str, Any], access: Access) -> str | None:
+    """Why `access` is malformed for this provider's target, or None (the provider's own rule)."""
+    rule = getattr(provider, "access_problem", None)
+    if rule is not None:
+        problem: str | None = rule(target, access)
+        return problem
+    return generic_subject_problem(access.subject)
+
+
+SUBJECT_MAX_CHARS = 256
+"""The bound for subjects of providers that state no rule of their own."""
+
+
+def generic_subject_problem(subject: str, max_chars: int = SUBJECT_MAX_CHARS) -> str | None:
+    """The rule for any target: a bounded, printable name (no control characters, no NUL)."""
+    if not subject:
+        return "the subject is empty"
+    if len(subject) > max_chars:
+        return f"the subject is {len(subject)} characters long; at most {max_chars} are allowed"
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in subject):
+        return "the subject contains control characters"
+    return None
 
 
 def parse_settings(model: type[T], kind: str, target: dict[str, Any]) -> T:

@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field
 
-from lapse_grant.providers import Access, Provisioned, parse_settings
-from lapse_grant.providers.postgres_target import TargetPools
+from lapse_grant.providers import Access, ProviderError, Provisioned, generic_subject_problem, parse_settings
+from lapse_grant.providers.postgres_target import TargetPools, refuse_privileged, role_problem
 
 _UNSAFE = re.compile(r"[^a-z0-9_]")
 
@@ -72,7 +72,15 @@ class PostgresLoginProvider:
         subject = _UNSAFE.sub("_", access.subject.lower())[:24]
         return f"{settings.login_prefix}{subject}_{access.grant_id.hex[:12]}"
 
+    def access_problem(self, target: dict[str, Any], access: Access) -> str | None:
+        """The role must be a valid PostgreSQL name; the login name is made safe and short from
+        the subject, which only needs to be a bounded, printable name."""
+        return role_problem("postgres-login", access.role) or generic_subject_problem(access.subject)
+
     async def grant(self, target: dict[str, Any], access: Access) -> Provisioned:
+        problem = self.access_problem(target, access)
+        if problem is not None:
+            raise ProviderError(problem, transient=False)
         settings = self._settings(target)
         login = self.login_name(settings, access)
         password = secrets.token_urlsafe(24)
@@ -80,6 +88,7 @@ class PostgresLoginProvider:
         valid_until = access.expires_at.isoformat()
 
         async def work(conn: asyncpg.Connection) -> None:
+            await refuse_privileged(conn, access.role)
             async with conn.transaction():
                 exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", login)
                 # Idempotent: a repeated attempt (after a crash) resets the password it hands out.

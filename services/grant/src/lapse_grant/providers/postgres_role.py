@@ -9,10 +9,17 @@ from __future__ import annotations
 import uuid
 from typing import Any, ClassVar
 
+import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from lapse_grant.providers import Access, Provisioned, parse_settings
-from lapse_grant.providers.postgres_target import TargetPools, quote_ident
+from lapse_grant.providers import Access, ProviderError, Provisioned, parse_settings
+from lapse_grant.providers.postgres_target import (
+    TargetPools,
+    name_problem,
+    quote_ident,
+    refuse_privileged,
+    role_problem,
+)
 
 # A membership of {member} in {role}, found by two name lookups and one probe of
 # pg_auth_members' (member, roleid) index. A join of pg_auth_members with pg_roles by name lets
@@ -68,11 +75,24 @@ class PostgresRoleProvider:
     def _member(self, target: dict[str, Any], subject: str) -> str:
         return self._settings(target).member_format.format(subject=subject)
 
-    async def grant(self, target: dict[str, Any], access: Access) -> Provisioned:
-        # Repeating a GRANT of a held membership is a notice, not an error: idempotent.
-        await self._pools.execute_formatted(
-            self._settings(target).dsn, "GRANT %I TO %I", access.role, self._member(target, access.subject)
+    def access_problem(self, target: dict[str, Any], access: Access) -> str | None:
+        """The member name (from `member_format`) and the role must be valid PostgreSQL names."""
+        return role_problem("postgres-role", access.role) or name_problem(
+            self._member(target, access.subject), "member name"
         )
+
+    async def grant(self, target: dict[str, Any], access: Access) -> Provisioned:
+        problem = self.access_problem(target, access)
+        if problem is not None:  # checked by the caller too; never run SQL on a name it would mangle
+            raise ProviderError(problem, transient=False)
+        statement = f"GRANT {quote_ident(access.role)} TO {quote_ident(self._member(target, access.subject))}"
+
+        async def work(conn: asyncpg.Connection) -> None:
+            await refuse_privileged(conn, access.role)
+            # Repeating a GRANT of a held membership is a notice, not an error: idempotent.
+            await conn.execute(statement)
+
+        await self._pools.run(self._settings(target).dsn, work)
         return Provisioned()
 
     async def revoke(self, target: dict[str, Any], access: Access) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg
 
 from lapse_grant.providers import ProviderError
+from lapse_shared.catalogue import POSTGRES_IDENTIFIER_BYTES, reserved_role_problem
 from lapse_shared.db.pool import keep_session
 
 # Errors that another attempt will not fix; anything else (connection refused, database not
@@ -28,6 +29,55 @@ def quote_ident(name: str) -> str:
     if not name or "\x00" in name:
         raise ProviderError(f"not a valid identifier: {name!r}", transient=False)
     return '"' + name.replace('"', '""') + '"'
+
+
+def name_problem(name: str, what: str) -> str | None:
+    """Why `name` cannot be a PostgreSQL role name as given, or None.
+
+    PostgreSQL silently truncates a longer identifier to 63 bytes, so `GRANT r TO <64 bytes>`
+    lands on whichever role has the truncated name: refused here, for good, before any SQL.
+    """
+    if not name:
+        return f"the {what} is empty"
+    if "\x00" in name:
+        return f"the {what} contains a NUL character"
+    size = len(name.encode())
+    if size > POSTGRES_IDENTIFIER_BYTES:
+        return (
+            f"the {what} '{name[:80]}' is {size} bytes long; PostgreSQL names are at most"
+            f" {POSTGRES_IDENTIFIER_BYTES} bytes (it would grant to the truncated name)"
+        )
+    return None
+
+
+def role_problem(provider: str, role: str) -> str | None:
+    return reserved_role_problem(provider, role) or name_problem(role, "role")
+
+
+# Roles whose membership gives what no temporary grant may: a superuser or role administrator
+# (SET ROLE gives its attributes), row security bypass, replication, or files and programs on
+# the database host. Asked of the target itself, so a catalogue role that is (or was made) a
+# member of one of them is refused even though its name looks harmless.
+# The attribute test comes first: it leaves a handful of roles for the membership test, however
+# many roles the cluster has.
+_PRIVILEGED = (
+    "SELECT r.rolname FROM pg_roles r WHERE ("
+    " r.rolsuper OR r.rolcreaterole OR r.rolbypassrls OR r.rolreplication"
+    " OR r.rolname IN ('pg_execute_server_program', 'pg_read_server_files', 'pg_write_server_files')"
+    " OR (r.rolname = $1::name AND r.oid < 16384)) AND pg_has_role($1::name, r.oid, 'MEMBER')"
+    " ORDER BY r.rolname LIMIT 1"
+)
+
+
+async def refuse_privileged(conn: asyncpg.Connection, role: str) -> None:
+    """Raise a permanent ProviderError when granting `role` would give administrator powers."""
+    found = await conn.fetchval(_PRIVILEGED, role)
+    if found is not None:
+        via = "" if found == role else f" (it is a member of '{found}')"
+        raise ProviderError(
+            f"role '{role}' is predefined or privileged in the target{via}: Lapse never grants it",
+            transient=False,
+        )
 
 
 class TargetPools:

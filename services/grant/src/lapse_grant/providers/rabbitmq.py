@@ -13,8 +13,11 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from lapse_grant.providers import Access, ProviderError, Provisioned, parse_settings
+from lapse_grant.providers import Access, ProviderError, Provisioned, generic_subject_problem, parse_settings
 from lapse_grant.providers.http_target import raise_for_target, unreachable
+
+USER_MAX_BYTES = 255
+"""RabbitMQ's limit on user names (a short string in AMQP 0-9-1)."""
 
 
 class RolePermissions(BaseModel):
@@ -48,6 +51,13 @@ class RabbitMQPermissionsProvider:
     @staticmethod
     def _settings(target: dict[str, Any]) -> RabbitMQTarget:
         return parse_settings(RabbitMQTarget, "rabbitmq-permissions", target)
+
+    def access_problem(self, target: dict[str, Any], access: Access) -> str | None:
+        """The broker user name (from `user_format`): printable and within RabbitMQ's 255 bytes."""
+        user = self._settings(target).user_format.format(subject=access.subject)
+        if len(user.encode()) > USER_MAX_BYTES:
+            return f"the broker user name is {len(user.encode())} bytes long; at most {USER_MAX_BYTES}"
+        return generic_subject_problem(user, max_chars=USER_MAX_BYTES)
 
     def _call(self, settings: RabbitMQTarget, access: Access) -> tuple[str, httpx.BasicAuth, RolePermissions]:
         if access.role not in settings.permissions:

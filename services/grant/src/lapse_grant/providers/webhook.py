@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from lapse_grant.providers import Access, ProviderError, Provisioned, parse_settings
+from lapse_grant.providers import Access, ProviderError, Provisioned, generic_subject_problem, parse_settings
 from lapse_grant.providers.http_target import raise_for_target, unreachable
 
 SIGNATURE_HEADER = "Lapse-Signature"
@@ -69,6 +69,12 @@ class WebhookProvider:
 
     def __init__(self) -> None:
         self._client = httpx.AsyncClient()
+
+    def access_problem(self, target: dict[str, Any], access: Access) -> str | None:
+        """Subject and role go to another system as JSON: bounded and printable."""
+        if generic_subject_problem(access.role) is not None:
+            return f"role {access.role[:80]!r} is malformed"
+        return generic_subject_problem(access.subject)
 
     async def _post(self, target: dict[str, Any], access: Access, action: str) -> httpx.Response:
         settings = parse_settings(WebhookTarget, "webhook", target)
