@@ -125,7 +125,9 @@ class Provisioner:
                 over = grant.fail(
                     f"the approved window ended at {grant.expires_at.isoformat()} before the access"
                     f" could be provisioned (last error: {grant.last_error or 'none'})",
-                    cleanup_from=cleanup_from,
+                    # Always: an attempt that crashed before its commit left no trace here, yet
+                    # its grant call may have landed in the target. Removing absent access is a no-op.
+                    cleanup_from=now,
                 )
                 await repository.save(conn, grant)
                 await outbox.add(conn, SCHEMA, over)
