@@ -12,6 +12,7 @@ from lapse_grant import repository
 from lapse_grant.context import GrantContext
 from lapse_grant.domain import Grant, GrantState
 from lapse_grant.extension import Extender
+from lapse_grant.kill_switch import refuse_if_covered, stop_if_covered
 from lapse_grant.providers import ProviderError
 from lapse_grant.scheduling import schedule
 from lapse_shared.db import inbox, outbox
@@ -54,6 +55,8 @@ class Provisioner:
                 await repository.save(conn, grant)
                 await outbox.add(conn, SCHEMA, failed)
                 return
+            if await refuse_if_covered(conn, grant, self._ctx.clock()):
+                return  # a kill switch or release came before this approval did
             if grant.state is GrantState.SCHEDULED:
                 await schedule(conn, grant)
                 return
@@ -71,6 +74,8 @@ class Provisioner:
             if grant is None or grant.state is not GrantState.PROVISIONING:
                 return
             now = self._ctx.clock()
+            if await stop_if_covered(conn, grant, now):
+                return  # a kill switch or release covers it: the retrier revokes, never grants
             if grant.window_over(now):
                 # Retried (or started) past its window: provisioning now would grant access
                 # nobody approved for this time.
@@ -114,6 +119,8 @@ class Provisioner:
                         attempt=grant.provision_attempts,
                     )
                 return
+            if await stop_if_covered(conn, grant, self._ctx.clock()):
+                return  # covered while granting: revoked by the retrier instead of activated
             activated, expire = grant.activate(now, cause, credentials=result.credentials is not None)
             await repository.save(conn, grant)
             if result.credentials is not None and self._ctx.vault is not None:
