@@ -133,7 +133,8 @@ async def test_revocation_retries_while_the_target_refuses_connections_and_succe
             await env.handlers.retry_due()
             await asyncio.sleep(0.1)
         row = await env.state(grant_id)
-        assert row["state"] == "active", "recorded as revoked while the target was unreachable"
+        # Being revoked (never re-granted), not recorded as revoked while the target was unreachable.
+        assert row["state"] == "revoking", "recorded as revoked while the target was unreachable"
         assert row["revoke_attempts"] >= 3
         assert "unavailable" in row["last_error"]
         failing = await env.outbox("grant.revoke_failing")
@@ -144,7 +145,7 @@ async def test_revocation_retries_while_the_target_refuses_connections_and_succe
     finally:
         await admin.close()
     deadline = time.monotonic() + 90
-    while (await env.state(grant_id))["state"] == "active" and time.monotonic() < deadline:
+    while (await env.state(grant_id))["state"] == "revoking" and time.monotonic() < deadline:
         await env.handlers.retry_due()
         await asyncio.sleep(0.2)
     row = await env.state(grant_id)

@@ -17,19 +17,35 @@ from lapse_cli.exits import Exit
 @handled
 def revoke(
     reason: Annotated[str, typer.Option("--reason", help="Why; recorded on every revocation.")],
-    grant: Annotated[str | None, typer.Option("--grant", help="Revoke this grant.")] = None,
+    grant: Annotated[str | None, typer.Option("--grant", help="End this grant, whatever its state.")] = None,
     subject: Annotated[
-        str | None, typer.Option("--subject", help="Revoke every active grant of this person.")
+        str | None,
+        typer.Option("--subject", help="End every grant of this person: active, provisioning or scheduled."),
     ] = None,
     resource: Annotated[
-        str | None, typer.Option("--resource", help="Revoke every active grant on this resource.")
+        str | None, typer.Option("--resource", help="End every grant on this resource, likewise.")
+    ] = None,
+    request: Annotated[
+        str | None,
+        typer.Option(
+            "--request", help="End this request's grant, or refuse its approval if not arrived yet."
+        ),
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Kill switch (administrators): revoke a grant, or every grant of a subject or on a resource, now."""
-    if not (grant or subject or resource):
-        raise Failure("name what to revoke: --grant ID, --subject S or --resource R", Exit.USAGE)
-    body: dict[str, Any] = {"reason": reason, "grant_id": grant, "subject": subject, "resource": resource}
+    """Kill switch (administrators): end a grant, a request's grant, or every grant of a subject or
+    on a resource, now; approvals given before it that arrive later are refused."""
+    if not (grant or subject or resource or request):
+        raise Failure(
+            "name what to revoke: --grant ID, --request ID, --subject S or --resource R", Exit.USAGE
+        )
+    body: dict[str, Any] = {
+        "reason": reason,
+        "grant_id": grant,
+        "request_id": request,
+        "subject": subject,
+        "resource": resource,
+    }
     with api("grant") as client:
         report = client.post("/v1/admin/revocations", {k: v for k, v in body.items() if v is not None})
     if as_json:

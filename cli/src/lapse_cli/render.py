@@ -209,12 +209,39 @@ def request_details(view: dict[str, Any], console: Console) -> None:
         line("grant", str(grant.get("id")))
         line("granted", when(grant.get("granted_at")))
         if grant.get("revoked_at"):
-            late = grant.get("lateness_ms")
-            lateness = f", {late} ms after expiry" if late is not None and late >= 0 else ""
+            lateness = _ended(grant)
             line("expires", when(grant.get("expires_at")))
             line("revoked", when(grant["revoked_at"]) + lateness)
         else:
             line("lapses", when(grant.get("expires_at")))
+
+
+def _ended(data: dict[str, Any]) -> str:
+    """ ", N ms before expiry" for an early end, ", N ms after expiry" for a late one.
+
+    Early ends are `ended_early_ms`; producers before it sent them as a negative lateness.
+    """
+    early, late = data.get("ended_early_ms"), data.get("lateness_ms")
+    if early is None and isinstance(late, int) and late < 0:
+        early = -late
+    if early:
+        return f", {format_ms(early)} before expiry"
+    return f", {late} ms after expiry" if isinstance(late, int) else ""
+
+
+def format_ms(ms: int) -> str:
+    """Milliseconds for a person: `750 ms`, `12 s`, `3 h 20 min`, `26 d 4 h`."""
+    if ms < 1000:
+        return f"{ms} ms"
+    seconds = ms // 1000
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
+    if hours < 1:
+        return f"{minutes} min"
+    if days < 1:
+        return f"{hours} h {minutes % 60} min"
+    return f"{days} d {hours % 24} h"
 
 
 def _describe(kind: str, data: dict[str, Any]) -> str:
@@ -249,7 +276,7 @@ def _describe(kind: str, data: dict[str, Any]) -> str:
     if kind == "grant.revoked":
         by = f" by {data['revoked_by']}" if data.get("revoked_by") else ""
         why = f": {data['revoke_reason']}" if data.get("revoke_reason") else ""
-        return f"access removed ({data.get('cause')}{by}{why}), {data.get('lateness_ms')} ms after expiry"
+        return f"access removed ({data.get('cause')}{by}{why})" + _ended(data)
     if kind == "grant.revoke_failing":
         return f"revocation failing (attempt {data.get('attempts')}), retried: {data.get('error')}"
     return kind

@@ -169,12 +169,12 @@ def test_revoked_after_expiry_has_positive_lateness(approval: RequestApproved) -
     assert event.data.grant_id == grant.id
 
 
-def test_revoked_before_expiry_has_negative_lateness(approval: RequestApproved) -> None:
+def test_revoked_before_expiry_is_recorded_as_early_not_negative_lateness(approval: RequestApproved) -> None:
     grant = _active(approval)
     assert grant.expires_at is not None
     event = grant.revoked(grant.expires_at - timedelta(milliseconds=250), RevokeCause.SWEPT)
-    assert grant.lateness_ms == -250
-    assert event.data.lateness_ms == -250
+    assert (grant.lateness_ms, grant.ended_early_ms) == (0, 250)
+    assert (event.data.lateness_ms, event.data.ended_early_ms) == (0, 250)
     assert grant.revoke_cause == "swept"
     assert event.data.cause is RevokeCause.SWEPT
 
@@ -290,3 +290,21 @@ def test_extension_problems_name_what_does_not_match(approval: RequestApproved) 
     ended = grant.extension_problem(ext, NOW)
     assert ended is not None
     assert "revoked, not active" in ended
+
+
+def test_an_end_weeks_early_is_recorded_beyond_32_bits(approval: RequestApproved) -> None:
+    grant = _active(approval)
+    assert grant.expires_at is not None
+    event = grant.revoked(grant.expires_at - timedelta(days=40), RevokeCause.REVOKED, actor="sec", reason="x")
+    assert event.data.ended_early_ms == 40 * 86_400_000 > 2**31
+    assert event.data.lateness_ms == 0
+
+
+def test_a_kill_switch_finished_by_the_retrier_stays_a_kill_switch(approval: RequestApproved) -> None:
+    grant = _active(approval)
+    assert grant.expires_at is not None
+    grant.begin_revocation(RevokeCause.REVOKED, actor="sec", reason="laptop stolen")
+    assert grant.state is GrantState.REVOKING
+    event = grant.revoked(grant.expires_at - timedelta(hours=1), RevokeCause.SWEPT)
+    assert event.data.cause is RevokeCause.REVOKED
+    assert (event.data.revoked_by, event.data.revoke_reason) == ("sec", "laptop stolen")

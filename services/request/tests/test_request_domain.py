@@ -309,6 +309,23 @@ def test_grant_revoked_ends_an_active_request(catalogue: Catalogue) -> None:
     assert request.updated_at == T3
 
 
+@pytest.mark.parametrize(
+    ("lateness_ms", "ended_early_ms"),
+    [(0, 40 * 86_400_000), (-3_456_000_000, None)],  # v1.1, and an earlier producer's negative lateness
+)
+def test_grant_revoked_weeks_early_is_recorded_as_early(
+    catalogue: Catalogue, lateness_ms: int, ended_early_ms: int | None
+) -> None:
+    request = _approved(catalogue)
+    data = _revoked(request, uuid.uuid4()).model_copy(
+        update={"lateness_ms": lateness_ms, "ended_early_ms": ended_early_ms}
+    )
+    domain.apply_grant_revoked(request, data, T3)
+    assert request.state is State.ENDED
+    assert request.lateness_ms == 0
+    assert request.ended_early_ms == ended_early_ms or request.ended_early_ms == -lateness_ms
+
+
 def test_grant_revoked_before_activated_still_ends_the_request(catalogue: Catalogue) -> None:
     request = _approved(catalogue)
     grant_id = uuid.uuid4()

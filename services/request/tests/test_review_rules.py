@@ -273,6 +273,25 @@ def test_a_start_in_the_past_or_too_far_ahead_is_refused(start: datetime, messag
 
 
 def break_glass_active() -> AccessRequest:
+    request = break_glass_approved()
+    domain.apply_grant_activated(
+        request,
+        GrantActivatedData(
+            grant_id=uuid.uuid4(),
+            request_id=request.id,
+            subject="olga",
+            resource="orders-db",
+            role="rw",
+            granted_at=T0,
+            expires_at=T0 + timedelta(minutes=30),
+        ),
+        T0,
+    )
+    return request
+
+
+def break_glass_approved() -> AccessRequest:
+    """Approved, its grant not active yet (scheduled, provisioning or not recorded)."""
     request = domain.submit(
         CATALOGUE,
         requester="olga",
@@ -300,19 +319,6 @@ def break_glass_active() -> AccessRequest:
         request, data, PolicyDecided.create(source="t", request_id=request.id, data=data), T0
     )
     assert request.state is State.APPROVED
-    domain.apply_grant_activated(
-        request,
-        GrantActivatedData(
-            grant_id=uuid.uuid4(),
-            request_id=request.id,
-            subject="olga",
-            resource="orders-db",
-            role="rw",
-            granted_at=T0,
-            expires_at=T0 + timedelta(minutes=30),
-        ),
-        T0,
-    )
     return request
 
 
@@ -340,3 +346,24 @@ def test_a_rejected_break_glass_review_revokes_the_access() -> None:
     assert "no incident" in command.data.reason
     assert due_at is None
     assert not request.awaiting_review
+
+
+def test_a_rejected_break_glass_review_ends_access_that_is_not_active_yet() -> None:
+    request = break_glass_approved()
+    request.commands.clear()
+    domain.review(request, reviewer=who("sam", "security"), verdict=DENY, comment="no incident", now=T0)
+    ((command, _),) = request.commands
+    assert isinstance(command, GrantRevoke)
+    # The grant id is not known before activation: the grant service ends the request's grant,
+    # whatever its state, or refuses the approval should it arrive later.
+    assert (command.data.grant_id, command.data.request_id) == (None, request.id)
+    assert command.data.actor == "sam"
+
+
+def test_an_approved_request_not_started_yet_can_be_released() -> None:
+    request = break_glass_approved()
+    domain.release(request, by="olga", reason="not needed", now=T0)
+    ((command, _),) = request.commands[-1:]
+    assert isinstance(command, GrantRevoke)
+    assert (command.data.grant_id, command.data.request_id) == (None, request.id)
+    assert command.data.cause == "released"

@@ -33,17 +33,27 @@ class RevocationOrder(BaseModel):
         json_schema_extra={"examples": [{"subject": "alice", "reason": "laptop stolen"}]},
     )
 
-    grant_id: uuid.UUID | None = Field(None, description="Revoke this grant.")
-    subject: str | None = Field(None, min_length=1, description="Revoke every active grant of this subject.")
+    grant_id: uuid.UUID | None = Field(None, description="Revoke this grant, whatever its state.")
+    request_id: uuid.UUID | None = Field(
+        None,
+        description="Revoke this request's grant whatever its state; an approval not yet recorded"
+        " is refused when it arrives.",
+    )
+    subject: str | None = Field(
+        None,
+        min_length=1,
+        description="Revoke every grant of this subject: active, provisioning or scheduled, and any"
+        " approval given before now that has not arrived yet.",
+    )
     resource: str | None = Field(
-        None, min_length=1, description="Revoke every active grant on this resource."
+        None, min_length=1, description="Revoke every grant on this resource, likewise."
     )
     reason: str = Field(min_length=1, max_length=2000, description="Recorded on every grant.revoked.")
 
     @model_validator(mode="after")
     def _names_something(self) -> RevocationOrder:
-        if self.grant_id is None and self.subject is None and self.resource is None:
-            raise ValueError("name a grant_id, a subject or a resource")
+        if all(x is None for x in (self.grant_id, self.request_id, self.subject, self.resource)):
+            raise ValueError("name a grant_id, a request_id, a subject or a resource")
         return self
 
 
@@ -62,7 +72,7 @@ class RevocationReport(BaseModel):
 @router.post(
     "/v1/admin/revocations",
     response_model=RevocationReport,
-    summary="Kill switch: revoke a grant, every grant of a subject, or on a resource, now.",
+    summary="Kill switch: end a grant, a request's grant, every grant of a subject, or on a resource, now.",
     responses={403: PROBLEM_RESPONSES[401] | {"description": "Not an administrator."}},
 )
 async def revoke_now(body: RevocationOrder, identity: CurrentIdentity, request: Request) -> RevocationReport:
@@ -71,6 +81,7 @@ async def revoke_now(body: RevocationOrder, identity: CurrentIdentity, request: 
         actor=identity.subject,
         reason=body.reason,
         grant_id=body.grant_id,
+        request_id=body.request_id,
         subject=body.subject,
         resource=body.resource,
     )

@@ -107,6 +107,7 @@ def register(
                 actor=data.actor,
                 reason=data.reason,
                 grant_id=data.grant_id,
+                request_id=data.request_id,
                 subject=data.subject,
                 resource=data.resource,
                 cause=data.cause,

@@ -3,6 +3,9 @@
 scheduled -> provisioning -> active (-> extended: still active, later expires_at) -> revoked
 provisioning -> failed   (a permanent error, transient ones past the deadline, or the window over)
 scheduled -> revoked     (kill switch or release before the start: nothing was provisioned)
+active | provisioning -> revoking -> revoked
+    `revoking` is committed before the target is touched: a grant on its way out is never
+    re-granted by the reconciler, whatever fails after; the retrier finishes it.
 
 The window counts from the approval (or the scheduled start): `expires_at` is fixed when the
 approval arrives, so a slow or retried provisioning shortens the access instead of moving its end.
@@ -46,6 +49,7 @@ class GrantState(StrEnum):
     SCHEDULED = "scheduled"
     PROVISIONING = "provisioning"
     ACTIVE = "active"
+    REVOKING = "revoking"
     REVOKED = "revoked"
     FAILED = "failed"
 
@@ -94,6 +98,7 @@ class Grant:
     expires_at: datetime | None = None
     revoked_at: datetime | None = None
     lateness_ms: int | None = None
+    ended_early_ms: int | None = None
     revoke_cause: str | None = None
     failure_reason: str | None = None
     provision_deadline: datetime | None = None
@@ -304,6 +309,16 @@ class Grant:
             ),
         )
 
+    def begin_revocation(self, cause: RevokeCause, *, actor: str | None, reason: str | None) -> None:
+        """Mark the grant `revoking`: committed before the target is touched, so that nothing
+        (the reconciler, a provisioning retry) brings its access back whatever fails afterwards."""
+        assert self.state in (GrantState.ACTIVE, GrantState.PROVISIONING, GrantState.REVOKING)
+        self.state = GrantState.REVOKING
+        # A kill switch or release stays one when the retrier finishes it; an expiry may become one.
+        if self.revoke_cause not in (RevokeCause.REVOKED, RevokeCause.RELEASED):
+            self.revoke_cause = cause.value
+            self.revoked_by, self.revoke_reason = actor, reason
+
     def revoked(
         self,
         now: datetime,
@@ -312,16 +327,29 @@ class Grant:
         retained: bool = False,
         actor: str | None = None,
         reason: str | None = None,
+        provisioned: bool | None = None,
     ) -> GrantRevoked:
         """Access is verified gone (or kept by another grant); lateness is against the expiry.
 
+        An early end (kill switch, release) is recorded as `ended_early_ms`, never as a negative
+        lateness: a grant ended weeks before its expiry must not look weeks "late" in reverse.
         A scheduled grant ends here too, before anything was provisioned (`provisioned` false).
         """
         assert self.expires_at is not None
-        provisioned = self.state is not GrantState.SCHEDULED
+        if provisioned is None:
+            provisioned = self.state is not GrantState.SCHEDULED
+        if self.state is GrantState.REVOKING and self.revoke_cause in (
+            RevokeCause.REVOKED,
+            RevokeCause.RELEASED,
+        ):
+            # The retrier finishing a kill switch or a release: it stays theirs, with who and why.
+            cause = RevokeCause(self.revoke_cause)
+            actor, reason = self.revoked_by, self.revoke_reason
         self.state = GrantState.REVOKED
         self.revoked_at = now
-        self.lateness_ms = round((now - self.expires_at).total_seconds() * 1000)
+        delta_ms = round((now - self.expires_at).total_seconds() * 1000)
+        self.lateness_ms = max(0, delta_ms)
+        self.ended_early_ms = -delta_ms if delta_ms < 0 else None
         self.revoke_cause = cause.value
         self.access_retained = retained
         self.revoked_by, self.revoke_reason = actor, reason
@@ -338,6 +366,7 @@ class Grant:
                 expires_at=self.expires_at,
                 revoked_at=now,
                 lateness_ms=self.lateness_ms,
+                ended_early_ms=self.ended_early_ms,
                 cause=cause,
                 access_retained=retained,
                 revoked_by=actor,

@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import structlog
 
-from lapse_grant import repository
+from lapse_grant import orders, repository
 from lapse_grant.batching import BATCH_SIZE
 from lapse_grant.context import GrantContext
 from lapse_grant.domain import Grant, GrantState
@@ -94,6 +94,8 @@ class DriftReconciler:
                 return 0  # changed while we looked
             provider, target, access = self._ctx.provider_of(locked)
             error = None
+            if kind is DriftKind.MISSING and not await self._may_regrant(conn, locked):
+                return 0
             try:
                 if kind is DriftKind.MISSING:
                     await provider.grant(target, access)
@@ -106,6 +108,22 @@ class DriftReconciler:
         self._ctx.metrics.drift.labels(kind.value).inc()
         log.warning("drift detected", grant_id=str(grant_id), kind=kind.value, repaired=repaired, error=error)
         return 1
+
+    async def _may_regrant(self, conn: asyncpg.Connection, grant: Grant) -> bool:
+        """The last word before putting a missing access back, with the grant locked: only an
+        active grant that no kill switch or release covers (one that is revoking, revoked, failed
+        or was killed must never get its access back, whatever left its row as it is)."""
+        if grant.state is not GrantState.ACTIVE or grant.revoke_attempts > 0:
+            return False
+        order = await orders.covering(conn, grant)
+        if order is not None:
+            log.error(
+                "drift repair refused: a kill switch covers the grant",
+                grant_id=str(grant.id),
+                order=str(order.id),
+            )
+            return False
+        return True
 
     def _worth_checking(self, grant: Grant, expected: GrantState) -> bool:
         if expected is GrantState.REVOKED and grant.state is GrantState.FAILED:

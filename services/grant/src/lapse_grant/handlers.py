@@ -1,7 +1,8 @@
 """The grant service's use cases, wired together: the one object consumers and the API call.
 
 Each use case lives in its own module: `provisioning.py` (approval to active access),
-`revocation.py` (expiry, release, kill switch), `drift.py` (targets against grants),
+`revocation.py` (expiry, and revoking for the kill switch and release), `kill_switch.py` (the
+kill switch and release, whatever state their grants are in), `drift.py` (targets against grants),
 `scheduling.py` (scheduled starts), `extension.py` (longer windows). This class builds them
 from one `GrantContext` and runs the retrier, the safety net that drives all of them.
 """
@@ -26,6 +27,7 @@ from lapse_grant.credentials import CredentialVault
 from lapse_grant.domain import Grant, GrantState
 from lapse_grant.drift import DriftReconciler
 from lapse_grant.extension import Extender
+from lapse_grant.kill_switch import KillSwitch
 from lapse_grant.metrics import GrantMetrics
 from lapse_grant.providers import Provider
 from lapse_grant.provisioning import Provisioner
@@ -92,7 +94,8 @@ class GrantHandlers:
             concurrency=ctx.timings.concurrency,
             clock=clock,
         )
-        self.revoker = Revoker(ctx, self.scheduler)
+        self.revoker = Revoker(ctx)
+        self.killer = KillSwitch(ctx, self.revoker, self.scheduler)
         self.drift = DriftReconciler(ctx)
 
     # -- the use cases, as consumers and the API call them --------------------------------------
@@ -134,9 +137,16 @@ class GrantHandlers:
         subject: str | None = None,
         resource: str | None = None,
         cause: RevokeCause = RevokeCause.REVOKED,
+        request_id: uuid.UUID | None = None,
     ) -> list[RevokeResult]:
-        return await self.revoker.kill_switch(
-            actor=actor, reason=reason, grant_id=grant_id, subject=subject, resource=resource, cause=cause
+        return await self.killer.run(
+            actor=actor,
+            reason=reason,
+            grant_id=grant_id,
+            request_id=request_id,
+            subject=subject,
+            resource=resource,
+            cause=cause,
         )
 
     async def reconcile_once(self, lookback_seconds: float) -> dict[str, int]:

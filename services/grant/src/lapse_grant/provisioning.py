@@ -16,6 +16,7 @@ from lapse_grant.compensation import Compensator
 from lapse_grant.context import GrantContext
 from lapse_grant.domain import Grant, GrantState
 from lapse_grant.extension import Extender
+from lapse_grant.kill_switch import refuse_if_covered, stop_if_covered
 from lapse_grant.providers import Access, ProviderError, access_problem
 from lapse_grant.scheduling import schedule
 from lapse_shared.db import inbox, outbox
@@ -90,6 +91,8 @@ class Provisioner:
                     reason=problem,
                 )
                 return
+            if await refuse_if_covered(conn, grant, self._ctx.clock()):
+                return  # a kill switch or release came before this approval did
             if grant.state is GrantState.SCHEDULED:
                 await schedule(conn, grant)
                 return
@@ -116,6 +119,8 @@ class Provisioner:
             if grant is None or grant.state is not GrantState.PROVISIONING:
                 return None
             now = self._ctx.clock()
+            if await stop_if_covered(conn, grant, now):
+                return None  # a kill switch or release covers it: the retrier revokes, never grants
             # Earlier attempts may have granted (a verify that failed, a crash before commit).
             cleanup_from = now if grant.provision_attempts > 0 else None
             if grant.window_over(now):
@@ -183,6 +188,8 @@ class Provisioner:
                         attempt=grant.provision_attempts,
                     )
                 return grant
+            if await stop_if_covered(conn, grant, self._ctx.clock()):
+                return None  # covered while granting: revoked by the retrier instead of activated
             activated, expire = grant.activate(now, cause, credentials=result.credentials is not None)
             await repository.save(conn, grant)
             if result.credentials is not None and self._ctx.vault is not None:

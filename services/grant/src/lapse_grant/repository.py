@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from dataclasses import astuple, fields
 from datetime import datetime
@@ -49,13 +50,20 @@ async def lock_access(conn: asyncpg.Connection, access_key: str) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _ACCESS_LOCK_CLASS, access_key)
 
 
+_LIVE = "('active', 'revoking')"  # grants whose access may be in the target and is to be removed
+
+
 async def lock_active_with_overlap(
     conn: asyncpg.Connection, grant_ids: list[uuid.UUID], *, skip_locked: bool = False
 ) -> list[tuple[Grant, bool]]:
-    """Lock the accesses (advisory, the same key as `lock_access`) of the active grants among
-    `grant_ids`, then their rows; return each with whether another active grant outside the
-    batch's own holds the same access. Two statements for any number of grants: the revocation
-    hot path. Keys are locked in order, so concurrent batches cannot deadlock.
+    """Lock the accesses (advisory, the same key as `lock_access`) of the active or revoking
+    grants among `grant_ids`, then their rows; return each with whether another active grant
+    outside the batch's own holds the same access. Two statements for any number of grants: the
+    revocation hot path. Keys are locked in order, so concurrent batches cannot deadlock.
+
+    The access locks are session locks, held across the transactions of one revocation (mark
+    `revoking`, revoke in the target, record) until `unlock_accesses`: nothing may grant the
+    access between the mark and the target call. They conflict with `lock_access`'s.
 
     With `skip_locked` (the retrier), grants whose access or row another transaction holds are
     left out instead of waited for: they are being revoked already, and waiting behind them
@@ -66,15 +74,15 @@ async def lock_active_with_overlap(
         grant_ids = list(
             await conn.fetchval(
                 f"SELECT coalesce(array_agg(id), '{{}}') FROM \"grant\".grants WHERE id = ANY($2::uuid[])"
-                f" AND state = 'active' AND pg_try_advisory_xact_lock($1, {key})",
+                f" AND state IN {_LIVE} AND pg_try_advisory_lock($1, {key})",
                 _ACCESS_LOCK_CLASS,
                 grant_ids,
             )
         )
     else:
         await conn.fetchval(
-            f"SELECT count(pg_advisory_xact_lock($1, k)) FROM (SELECT DISTINCT {key} AS k"
-            " FROM \"grant\".grants WHERE id = ANY($2::uuid[]) AND state = 'active' ORDER BY k) keys",
+            f"SELECT count(pg_advisory_lock($1, k)) FROM (SELECT DISTINCT {key} AS k"
+            f' FROM "grant".grants WHERE id = ANY($2::uuid[]) AND state IN {_LIVE} ORDER BY k) keys',
             _ACCESS_LOCK_CLASS,
             grant_ids,
         )
@@ -84,11 +92,33 @@ async def lock_active_with_overlap(
         'SELECT g.*, EXISTS (SELECT 1 FROM "grant".grants o WHERE o.resource = g.resource'
         " AND o.subject = g.subject AND o.role = g.role AND o.state = 'active'"
         " AND NOT (o.id = ANY($1::uuid[]))) AS others"
-        " FROM \"grant\".grants g WHERE g.id = ANY($1::uuid[]) AND g.state = 'active'"
+        f' FROM "grant".grants g WHERE g.id = ANY($1::uuid[]) AND g.state IN {_LIVE}'
         " ORDER BY g.id FOR UPDATE OF g" + (" SKIP LOCKED" if skip_locked else ""),
         grant_ids,
     )
     return [(_from_row(row), bool(row["others"])) for row in rows]
+
+
+async def unlock_accesses(conn: asyncpg.Connection) -> None:
+    """Release the session access locks `lock_active_with_overlap` took on this connection.
+
+    A connection that is gone took its locks with it; and asyncpg's pool unlocks all again when
+    it takes the connection back, so a failure here must not hide the error that led here.
+    """
+    with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+        await conn.execute("SELECT pg_advisory_unlock_all()")
+
+
+async def begin_revocations(conn: asyncpg.Connection, grants: list[Grant]) -> None:
+    """Record grants as `revoking`, with the cause and when to retry should this attempt die."""
+    await conn.executemany(
+        'UPDATE "grant".grants SET state = $2, revoke_cause = $3, revoked_by = $4, revoke_reason = $5,'
+        " next_attempt_at = $6, updated_at = now() WHERE id = $1",
+        [
+            (g.id, g.state.value, g.revoke_cause, g.revoked_by, g.revoke_reason, g.next_attempt_at)
+            for g in grants
+        ],
+    )
 
 
 async def save_revocations(conn: asyncpg.Connection, grants: list[Grant]) -> None:
@@ -96,7 +126,7 @@ async def save_revocations(conn: asyncpg.Connection, grants: list[Grant]) -> Non
     await conn.executemany(
         'UPDATE "grant".grants SET state = $2, revoked_at = $3, lateness_ms = $4, revoke_cause = $5,'
         " access_retained = $6, revoked_by = $7, revoke_reason = $8, revoke_attempts = $9,"
-        " next_attempt_at = $10, last_error = $11, updated_at = now() WHERE id = $1",
+        " next_attempt_at = $10, last_error = $11, ended_early_ms = $12, updated_at = now() WHERE id = $1",
         [
             (
                 g.id,
@@ -110,6 +140,7 @@ async def save_revocations(conn: asyncpg.Connection, grants: list[Grant]) -> Non
                 g.revoke_attempts,
                 g.next_attempt_at,
                 g.last_error,
+                g.ended_early_ms,
             )
             for g in grants
         ],
@@ -158,11 +189,13 @@ async def due_provisioning(conn: asyncpg.Connection, limit: int = 100) -> list[u
 async def due_revocations(
     conn: asyncpg.Connection, grace_seconds: float, limit: int = 500
 ) -> list[uuid.UUID]:
-    """Active grants past expiry whose message has had its chance, and failed revocations now due."""
+    """Active grants past expiry whose message has had its chance, and failed or interrupted
+    revocations now due (a `revoking` grant is finished whatever its expiry)."""
     rows = await conn.fetch(
-        "SELECT id FROM \"grant\".grants WHERE state = 'active' AND ("
+        "SELECT id FROM \"grant\".grants WHERE (state = 'active' AND ("
         " (revoke_attempts = 0 AND expires_at < now() - make_interval(secs => $1))"
-        " OR (revoke_attempts > 0 AND next_attempt_at <= now()))"
+        " OR (revoke_attempts > 0 AND next_attempt_at <= now())))"
+        " OR (state = 'revoking' AND next_attempt_at <= now())"
         " ORDER BY expires_at LIMIT $2",
         grace_seconds,
         limit,
@@ -183,8 +216,9 @@ async def due_cleanups(conn: asyncpg.Connection, limit: int = 100) -> list[uuid.
 async def next_attempt(conn: asyncpg.Connection) -> datetime | None:
     """The soonest scheduled retry, so the retrier can sleep until then."""
     value: datetime | None = await conn.fetchval(
-        "SELECT min(next_attempt_at) FROM \"grant\".grants WHERE (state IN ('provisioning', 'active')"
-        " OR cleanup_pending) AND next_attempt_at IS NOT NULL"
+        'SELECT min(next_attempt_at) FROM "grant".grants'
+        " WHERE (state IN ('provisioning', 'active', 'revoking') OR cleanup_pending)"
+        " AND next_attempt_at IS NOT NULL"
     )
     return value
 
@@ -200,13 +234,14 @@ async def active_ids(
     subject: str | None = None,
     resource: str | None = None,
     state: GrantState = GrantState.ACTIVE,
+    also: tuple[GrantState, ...] = (),
 ) -> list[uuid.UUID]:
     rows = await conn.fetch(
-        'SELECT id FROM "grant".grants WHERE state = $3'
+        'SELECT id FROM "grant".grants WHERE state = ANY($3::text[])'
         " AND ($1::text IS NULL OR subject = $1) AND ($2::text IS NULL OR resource = $2) ORDER BY id",
         subject,
         resource,
-        state.value,
+        [s.value for s in (state, *also)],
     )
     return [r["id"] for r in rows]
 

@@ -1,13 +1,17 @@
-"""Revocation: expiry, release and the kill switch. Remove the access, verify it is gone, record
-it; a failed attempt is retried with backoff for as long as it takes."""
+"""Revocation: expiry, and the revoking half of release and the kill switch (kill_switch.py). Remove
+the access, verify it is gone, record it; a failed attempt is retried with backoff for as long as
+it takes, and nothing that failed half-way brings the access back."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import uuid
+from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
+import asyncpg
 import structlog
 
 from lapse_grant import repository
@@ -15,18 +19,23 @@ from lapse_grant.batching import BATCH_SIZE, Batcher, RevokeResult
 from lapse_grant.context import GrantContext
 from lapse_grant.domain import Grant, GrantState
 from lapse_grant.providers import Access, Provider, ProviderError, revoke_all
-from lapse_grant.scheduling import Scheduler
 from lapse_shared.db import outbox
 from lapse_shared.events import Event, GrantExpire, RevokeCause
 
 log = structlog.get_logger("lapse.grant")
 SCHEMA = repository.SCHEMA
 
+REVOCATION_LEASE = timedelta(seconds=30)
+"""How long a revocation under way is left to itself before the retrier takes it over: one that
+died (a crash, a lost connection) after marking its grants `revoking` is finished then."""
+
+BOOKKEEPING_ERRORS = (asyncpg.PostgresError, asyncpg.DataError, ValueError, OverflowError)
+"""What recording one grant's revocation may raise without the connection being lost."""
+
 
 class Revoker:
-    def __init__(self, ctx: GrantContext, scheduler: Scheduler) -> None:
+    def __init__(self, ctx: GrantContext) -> None:
         self._ctx = ctx
-        self.scheduler = scheduler
         self._expiries = Batcher(lambda ids: self.revoke_many(ids, RevokeCause.EXPIRED))
 
     async def expire_grant(self, command: GrantExpire) -> None:
@@ -64,13 +73,39 @@ class Revoker:
 
         A revocation is never given up: a failed attempt is retried with backoff by the retrier
         for as long as it takes, with `grant.revoke_failing` published once attempts reach the
-        alert threshold. A grant stays `active` until `verify` says its access is gone. When
-        another active grant holds the same shared access, this one ends and the access stays.
-        One transaction for the whole batch, and one round trip per step: under a burst of
-        expiries the cost per grant is what decides how late the last one is.
+        alert threshold. When another active grant holds the same shared access, this one ends
+        and the access stays.
+
+        Three steps on one connection, the accesses locked throughout: (1) commit the grants as
+        `revoking`, (2) revoke in the targets, (3) record the outcome. Whatever fails after (1),
+        even a crash, leaves grants that nothing re-grants and that the retrier finishes; a grant
+        whose bookkeeping fails in (3) cannot undo the others'. One round trip per step for the
+        whole batch: under a burst of expiries the cost per grant decides how late the last one is.
         """
         results = {i: RevokeResult(i, False, "not active") for i in grant_ids}
-        async with self._ctx.pool().acquire() as conn, conn.transaction():
+        async with self._ctx.pool().acquire() as conn:
+            try:
+                due = await self._begin(conn, grant_ids, cause, actor=actor, reason=reason)
+                errors = await self._revoke_in_targets(due) if due else {}
+                recorded = await self._record(conn, due, errors, cause, actor, reason, results) if due else []
+            finally:
+                await repository.unlock_accesses(conn)
+        for grant in recorded:
+            self._report(grant, cause, results[grant.id])
+        return results
+
+    async def _begin(
+        self,
+        conn: asyncpg.Connection,
+        grant_ids: list[uuid.UUID],
+        cause: RevokeCause,
+        *,
+        actor: str | None,
+        reason: str | None,
+    ) -> list[tuple[Grant, bool]]:
+        """Lock the accesses and commit the due grants as `revoking`; those grants, each with
+        whether another grant keeps its access."""
+        async with conn.transaction():
             # The retrier never waits behind a revocation already under way; everyone else does.
             locked = await repository.lock_active_with_overlap(
                 conn, grant_ids, skip_locked=cause is RevokeCause.SWEPT
@@ -80,9 +115,9 @@ class Revoker:
             # A stale expiry for a later expiry time (the grant was extended) leaves its grant
             # alone, and so active: it then holds its access for any grant of the batch that
             # shares it. The retrier re-checks too: a grant extended after the retrier picked it
-            # is no longer overdue (a failed revocation already under way is never extended).
+            # is no longer overdue (a revocation already under way is never extended).
             def not_due(g: Grant) -> bool:
-                if g.expires_at is None:
+                if g.expires_at is None or g.state is GrantState.REVOKING:
                     return False
                 if cause is RevokeCause.EXPIRED:
                     return (g.expires_at - now).total_seconds() > self._ctx.timings.expire_hold_seconds
@@ -90,47 +125,92 @@ class Revoker:
 
             staying = {g.access_key for g, _ in locked if not_due(g)}
             due = [(g, others or g.access_key in staying) for g, others in locked if not not_due(g)]
-            errors = await self._revoke_in_targets(due)
-            now = self._ctx.clock()
-            events: list[Event] = []
-            for grant, others in due:
-                error = errors.get(grant.id)
-                if error is None:
-                    events.append(
-                        grant.revoked(
-                            now, cause, retained=self._retained(grant, others), actor=actor, reason=reason
-                        )
-                    )
-                    results[grant.id] = RevokeResult(grant.id, True)
-                    continue
-                alert = grant.revoke_failed(error, now, self._ctx.timings.revoke_alert_after)
-                if alert is not None:
-                    events.append(alert)
+            for grant, _ in due:
+                grant.begin_revocation(cause, actor=actor, reason=reason)
+                # Should this attempt die before it records anything, the retrier takes over then.
+                grant.next_attempt_at = now + REVOCATION_LEASE
+            await repository.begin_revocations(conn, [g for g, _ in due])
+        return due
+
+    async def _record(
+        self,
+        conn: asyncpg.Connection,
+        due: list[tuple[Grant, bool]],
+        errors: dict[uuid.UUID, str],
+        cause: RevokeCause,
+        actor: str | None,
+        reason: str | None,
+        results: dict[uuid.UUID, RevokeResult],
+    ) -> list[Grant]:
+        """Record each grant's outcome: the whole batch at once, or, should that fail, grant by
+        grant, each in a savepoint of its own so that one bad grant leaves the others recorded.
+        Returns the grants as recorded."""
+        now = self._ctx.clock()
+
+        def settle(grant: Grant, others: bool) -> tuple[Grant, list[Event], RevokeResult]:
+            g = replace(grant)  # a copy: a failed write leaves the original to try again
+            error = errors.get(g.id)
+            if error is None:
+                event = g.revoked(now, cause, retained=self._retained(g, others), actor=actor, reason=reason)
+                return g, [event], RevokeResult(g.id, True)
+            alert = g.revoke_failed(error, now, self._ctx.timings.revoke_alert_after)
+            return g, [alert] if alert else [], RevokeResult(g.id, False, error)
+
+        async def write(settled: list[tuple[Grant, list[Event], RevokeResult]]) -> None:
+            async with conn.transaction():
+                await repository.save_revocations(conn, [g for g, _, _ in settled])
+                await outbox.add_many(conn, SCHEMA, [e for _, events, _ in settled for e in events])
+            for g, _, result in settled:
+                results[g.id] = result
+
+        try:
+            settled = [settle(g, others) for g, others in due]
+            await write(settled)
+            return [g for g, _, _ in settled]
+        except BOOKKEEPING_ERRORS as exc:
+            log.error("recording a revocation batch failed; recording grant by grant", error=str(exc))
+        recorded: list[Grant] = []
+        for grant, others in due:
+            try:
+                one = settle(grant, others)
+                await write([one])
+                recorded.append(one[0])
+            except BOOKKEEPING_ERRORS as exc:
+                # Revoked in the target (or not), but not recorded: the grant stays `revoking`,
+                # which nothing re-grants, and the retrier tries again (at the latest when its
+                # lease runs out, should even this smaller write fail).
+                error = f"recording the revocation failed: {exc}"
                 results[grant.id] = RevokeResult(grant.id, False, error)
-            await repository.save_revocations(conn, [g for g, _ in due])
-            await outbox.add_many(conn, SCHEMA, events)
-        for grant, _ in due:
-            if results[grant.id].revoked:
-                self._ctx.metrics.revocations.labels(cause.value).inc()
-                if cause in (RevokeCause.EXPIRED, RevokeCause.SWEPT) and grant.lateness_ms is not None:
-                    self._ctx.metrics.lateness.observe(max(0, grant.lateness_ms) / 1000)
-                log.info(
-                    "grant revoked",
-                    grant_id=str(grant.id),
-                    request_id=str(grant.request_id),
-                    cause=cause.value,
-                    lateness_ms=grant.lateness_ms,
-                    access_retained=grant.access_retained,
-                )
-            else:
-                self._ctx.metrics.revoke_failures.inc()
-                log.warning(
-                    "revocation failed; will retry",
-                    grant_id=str(grant.id),
-                    error=results[grant.id].error,
-                    attempt=grant.revoke_attempts,
-                )
-        return results
+                grant.revoke_failed(error, now, alert_after=0)
+                try:
+                    async with conn.transaction():
+                        await repository.save_revocations(conn, [grant])
+                except BOOKKEEPING_ERRORS:
+                    log.exception("recording a failed revocation failed too", grant_id=str(grant.id))
+                recorded.append(grant)
+        return recorded
+
+    def _report(self, grant: Grant, cause: RevokeCause, result: RevokeResult) -> None:
+        if result.revoked:
+            self._ctx.metrics.revocations.labels(cause.value).inc()
+            if cause in (RevokeCause.EXPIRED, RevokeCause.SWEPT) and grant.lateness_ms is not None:
+                self._ctx.metrics.lateness.observe(grant.lateness_ms / 1000)
+            log.info(
+                "grant revoked",
+                grant_id=str(grant.id),
+                request_id=str(grant.request_id),
+                cause=cause.value,
+                lateness_ms=grant.lateness_ms,
+                access_retained=grant.access_retained,
+            )
+        else:
+            self._ctx.metrics.revoke_failures.inc()
+            log.warning(
+                "revocation failed; will retry",
+                grant_id=str(grant.id),
+                error=result.error,
+                attempt=grant.revoke_attempts,
+            )
 
     def _retained(self, grant: Grant, others: bool) -> bool:
         provider = self._ctx.providers.get(grant.provider)
@@ -158,49 +238,6 @@ class Revoker:
                 continue
             errors.update({i: "revoked, but the access is still present" for i in still})
         return errors
-
-    async def kill_switch(
-        self,
-        *,
-        actor: str,
-        reason: str,
-        grant_id: uuid.UUID | None = None,
-        subject: str | None = None,
-        resource: str | None = None,
-        cause: RevokeCause = RevokeCause.REVOKED,
-    ) -> list[RevokeResult]:
-        """Revoke one grant, every active grant of a subject, or on a resource, concurrently.
-
-        `cause` is `revoked` (an administrator) or `released` (the requester ended it early). A
-        scheduled grant among them ends without touching its target. A grant whose revocation
-        fails now stays scheduled for retry like any other.
-        """
-        if grant_id is not None:
-            ids, waiting = [grant_id], [grant_id]
-        else:
-            if subject is None and resource is None:
-                raise ValueError("name a grant, a subject or a resource")
-            async with self._ctx.pool().acquire() as conn:
-                ids = await repository.active_ids(conn, subject=subject, resource=resource)
-                waiting = await repository.active_ids(
-                    conn, subject=subject, resource=resource, state=GrantState.SCHEDULED
-                )
-        ended = await self.scheduler.end_before_start(waiting, cause, actor=actor, reason=reason)
-        before_start = [RevokeResult(g.id, True) for g in ended]
-        ids = [i for i in ids if i not in {g.id for g in ended}]
-        results = before_start + await self.in_chunks(ids, cause, actor=actor, reason=reason)
-        log.warning(
-            "kill switch" if cause is RevokeCause.REVOKED else "grant released",
-            actor=actor,
-            reason=reason,
-            subject=subject,
-            resource=resource,
-            grant_id=str(grant_id) if grant_id else None,
-            revoked=sum(r.revoked for r in results),
-            before_start=len(before_start),
-            failed=sum(not r.revoked for r in results),
-        )
-        return results
 
     async def in_chunks(
         self, ids: list[uuid.UUID], cause: RevokeCause, *, actor: str | None = None, reason: str | None = None

@@ -68,7 +68,12 @@ class GrantView(BaseModel):
     granted_at: datetime | None
     expires_at: datetime | None
     revoked_at: datetime | None
-    lateness_ms: int | None = Field(None, description="How late the revocation was, once revoked.")
+    lateness_ms: int | None = Field(
+        None, description="How long after its expiry the access was removed, once revoked (0 if early)."
+    )
+    ended_early_ms: int | None = Field(
+        None, description="How long before its expiry the access ended (kill switch, release), if early."
+    )
 
 
 class ReviewView(BaseModel):
@@ -137,6 +142,7 @@ class RequestView(BaseModel):
                 expires_at=r.expires_at,
                 revoked_at=r.revoked_at,
                 lateness_ms=r.lateness_ms,
+                ended_early_ms=r.ended_early_ms,
             )
         return cls(
             id=r.id,
@@ -400,8 +406,8 @@ async def cancel_request(request_id: uuid.UUID, identity: CurrentIdentity, reque
     "/requests/{request_id}/release",
     status_code=202,
     response_model=RequestView,
-    summary="End your active access now; the request ends once the grant is revoked.",
-    responses=problem_responses(s403="Not your request.", s409="It is not active."),
+    summary="End your access now, active or not started yet; the request ends once the grant is revoked.",
+    responses=problem_responses(s403="Not your request.", s409="It is neither approved nor active."),
 )
 async def release_request(
     request_id: uuid.UUID, identity: CurrentIdentity, request: Request, body: ReleaseBody | None = None

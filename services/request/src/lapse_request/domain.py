@@ -120,6 +120,7 @@ class AccessRequest:
     pending_until: datetime | None = None
     approved_at: datetime | None = None
     reviews: list[Review] = field(default_factory=list)
+    ended_early_ms: int | None = None
     events: list[Event] = field(default_factory=list, repr=False)
     # Commands for `lapse.commands`, each with when it is due (None: now; else the delay cascade).
     commands: list[tuple[Event, datetime | None]] = field(default_factory=list, repr=False)
@@ -442,8 +443,11 @@ def review(
     )
     request.events.append(event)
     if request.after_the_fact:
-        if verdict is ReviewVerdict.DENY and request.state is State.ACTIVE and request.grant_id:
-            # The emergency access was not justified: it ends now (the kill switch, cause revoked).
+        if verdict is ReviewVerdict.DENY and request.state in (State.APPROVED, State.ACTIVE):
+            # The emergency access was not justified: it ends now (the kill switch, cause revoked),
+            # whatever the grant's state: scheduled, provisioning, active, or not yet recorded (the
+            # grant service then refuses the approval when it arrives). Named by the request, as
+            # the grant id is known here only once the grant is active.
             request.commands.append(
                 (
                     GrantRevoke.create(
@@ -452,6 +456,7 @@ def review(
                         cause=event,
                         data=GrantRevokeData(
                             grant_id=request.grant_id,
+                            request_id=None if request.grant_id else request.id,
                             reason=f"break-glass access rejected by {reviewer.subject}: {done.comment}",
                             actor=reviewer.subject,
                         ),
@@ -522,9 +527,16 @@ def expire(request: AccessRequest, cause: Event | None, now: datetime) -> bool:
 
 
 def release(request: AccessRequest, *, by: str, reason: str, now: datetime) -> None:
-    """The requester ends their access early: the grant service revokes it (cause `released`)."""
-    if request.state is not State.ACTIVE or request.grant_id is None:
-        raise Conflict(f"The request is {request.state.value}; only an active grant can be released.")
+    """The requester ends their access early: the grant service revokes it (cause `released`).
+
+    An approved request whose grant is not active yet (scheduled, provisioning) is released too:
+    the grant ends before its start, or is stopped, by request id.
+    """
+    waiting = request.state is State.APPROVED and request.extends_grant_id is None
+    if not waiting and (request.state is not State.ACTIVE or request.grant_id is None):
+        raise Conflict(
+            f"The request is {request.state.value}; only an approved or active grant can be released."
+        )
     request.updated_at = now
     request.commands.append(
         (
@@ -532,7 +544,11 @@ def release(request: AccessRequest, *, by: str, reason: str, now: datetime) -> N
                 source=SOURCE,
                 request_id=request.id,
                 data=GrantRevokeData(
-                    grant_id=request.grant_id, reason=reason, actor=by, cause=RevokeCause.RELEASED
+                    grant_id=request.grant_id,
+                    request_id=request.id if waiting else None,
+                    reason=reason,
+                    actor=by,
+                    cause=RevokeCause.RELEASED,
                 ),
             ),
             None,
@@ -561,7 +577,10 @@ def apply_grant_revoked(request: AccessRequest, data: GrantRevokedData, now: dat
     # Status events may arrive out of order across replicas: revoked is final whatever came first.
     request.grant_id = data.grant_id
     request.expires_at = request.expires_at or data.expires_at
-    request.revoked_at, request.lateness_ms = data.revoked_at, data.lateness_ms
+    request.revoked_at = data.revoked_at
+    # Producers before v1.1 sent an early end as a negative lateness.
+    early = data.ended_early_ms if data.ended_early_ms is not None else max(0, -data.lateness_ms) or None
+    request.lateness_ms, request.ended_early_ms = max(0, data.lateness_ms), early
     request.state = State.ENDED
     request.updated_at = now
 

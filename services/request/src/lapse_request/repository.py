@@ -20,7 +20,7 @@ _FIELDS = (
     "id, requester, groups, resource, role, duration_seconds, reason, state, decision, grant_id,"
     " granted_at, expires_at, revoked_at, lateness_ms, failure_reason, created_at, updated_at,"
     " ticket, break_glass, kind, submitted_by, start_at, extends_grant_id, pending_until,"
-    " approved_at, reviews"
+    " approved_at, reviews, ended_early_ms"
 )
 _COLUMNS = _FIELDS + ", reviewers, review_groups"
 
@@ -61,6 +61,7 @@ def _values(r: AccessRequest) -> tuple[object, ...]:
         r.pending_until,
         r.approved_at,
         [x.to_json() for x in r.reviews],
+        r.ended_early_ms,
         sorted({x.reviewer for x in r.reviews}),
         r.review_groups,
     )

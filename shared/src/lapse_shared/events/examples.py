@@ -360,6 +360,7 @@ def _command_examples() -> list[Example]:
                 correlation_id=ALICE_REQUEST,
                 data=GrantRevokeData(
                     grant_id=ALICE_GRANT,
+                    request_id=ALICE_REQUEST,
                     reason="backfill finished",
                     actor="alice",
                     cause=RevokeCause.RELEASED,
@@ -494,7 +495,8 @@ def _grant_examples() -> list[Example]:
                     role=WRITE,
                     expires_at=extended_to,
                     revoked_at=_at(50) + timedelta(seconds=1),
-                    lateness_ms=-599_000,
+                    lateness_ms=0,
+                    ended_early_ms=599_000,
                     cause=RevokeCause.RELEASED,
                     revoked_by="alice",
                     revoke_reason="backfill finished",

@@ -67,7 +67,15 @@ class GrantRevokedData(Contract):
     expires_at: datetime = Field(description="The end of the window (after any extension).")
     revoked_at: datetime = Field(description="When the access was verified gone.")
     lateness_ms: int = Field(
-        description="revoked_at - expires_at in milliseconds; negative when it ended early."
+        description="revoked_at - expires_at in milliseconds when the access ended at or after its"
+        " expiry; 0 when it ended early (see `ended_early_ms`). Producers before v1.1 sent a"
+        " negative value for an early end."
+    )
+    ended_early_ms: int | None = Field(
+        None,
+        description="expires_at - revoked_at in milliseconds when the access ended before its"
+        " expiry (kill switch, release, a scheduled grant ended before its start); null otherwise."
+        " May exceed 32 bits: a 40-day grant ended on its first day is 3.4e9 ms early.",
     )
     cause: RevokeCause = Field(
         description="`expired`: the delayed expiry message; `swept`: the safety-net sweeper or a"
@@ -200,7 +208,13 @@ class GrantDriftDetected(Event):
 
 
 class GrantRevokeData(Contract):
-    grant_id: uuid.UUID | None = Field(None, description="One grant.")
+    grant_id: uuid.UUID | None = Field(None, description="One grant, whatever its state.")
+    request_id: uuid.UUID | None = Field(
+        None,
+        description="The grant of this request, whatever its state (scheduled, provisioning,"
+        " active); when its approval has not reached the grant service yet, the approval is refused"
+        " when it arrives. Used by a break-glass deny and by a release before the start.",
+    )
     subject: str | None = Field(None, description="Every active grant of this subject.")
     resource: str | None = Field(None, description="Every active grant on this resource.")
     reason: str = Field(min_length=1, description="Why; recorded on each grant.revoked.")
@@ -212,9 +226,12 @@ class GrantRevokeData(Contract):
 
 
 class GrantRevoke(Event):
-    """Command (kill switch): revoke one grant, every grant of a subject, or every grant on a resource.
+    """Command (kill switch): revoke one grant, a request's grant, every grant of a subject, or
+    every grant on a resource.
 
-    When both subject and resource are given, only grants matching both are revoked.
+    When both subject and resource are given, only grants matching both are revoked. Scheduled and
+    still-provisioning grants end too, and an approval given before the command that arrives after
+    it is refused: nothing the command covered becomes active afterwards.
     """
 
     TYPE: ClassVar[str] = "grant.revoke"
