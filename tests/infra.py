@@ -18,10 +18,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
+import aio_pika
 import asyncpg
 
+from lapse_shared.events import Event
 from lapse_shared.messaging.auth import SERVICES
 from lapse_shared.messaging.broker_setup import Grants, Management, service_grants
+from lapse_shared.messaging.publisher import amqp_username, to_message
 
 
 def _reachable(host: str, port: int) -> bool:
@@ -191,3 +194,13 @@ def start_infra() -> Infra:
         parts = urlsplit(amqp)
         management = f"http://{parts.username or 'guest'}:{parts.password or 'guest'}@{parts.hostname}:15672"
     return Infra(amqp, database, ctl, containers, management)
+
+
+async def publish_as(url: str, event: Event, exchange: str, routing_key: str | None = None) -> None:
+    """Publish `event` as the user of `url`, naming that user in `user_id` as Lapse's services do."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        target = await channel.get_exchange(exchange, ensure=False)
+        message = to_message(event, user_id=amqp_username(url))
+        await target.publish(message, routing_key=routing_key or event.type)

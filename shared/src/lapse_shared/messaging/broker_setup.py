@@ -10,9 +10,9 @@ exists already keeps its password when none is given. Users come from LAPSE_BROK
 What each user may do (regular expressions on resource names; topic permissions on routing keys):
 - configure: the shared topology every service declares at start (`lapse.events`, `lapse.commands`,
   `lapse.dlx`, the delay cascade) and its own queues `lapse.<service>.*`;
-- write: `lapse.events` and the delay cascade (binding the cascade needs write on its exchanges
-  and queues), `lapse.commands` only for the request service (it sends grant.revoke), its own
-  queues; read: the shared exchanges and its own queues;
+- write: `lapse.events`, `lapse.dlx` (a queue's dead-letter exchange) and the delay cascade
+  (binding the cascade needs write on its exchanges and queues), `lapse.commands` only for the
+  request and grant services (grant.revoke; the grant service's own commands), its own queues; read: the shared exchanges and its own queues;
 - topic write, per exchange: only the routing keys the service owns (`request.*` for the request
   service, `policy.decided`, `grant.*`, ...), on the delay cascade only its own delayed commands
   behind the delay bits. Topic read stays open: RabbitMQ checks binding keys against it.
@@ -84,7 +84,8 @@ def service_grants(service: str) -> Grants:
     own = rf"lapse\.{service}\..+"
     extra = r"|lapse\.siem.*" if service == "audit" else ""  # the SIEM exchange and stream
     events, commands, delayed = _OWNED[service]
-    write_shared = r"lapse\.(events|commands)" if commands != NOTHING else r"lapse\.events"
+    # lapse.dlx: RabbitMQ asks for write on the dead-letter exchange of a queue declared with one.
+    write_shared = r"lapse\.(events|commands|dlx)" if commands != NOTHING else r"lapse\.(events|dlx)"
     return Grants(
         configure=f"^({SHARED}|{own}{extra})$",
         write=f"^({write_shared}|{CASCADE}|{own}{extra})$",
