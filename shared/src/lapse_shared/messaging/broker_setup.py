@@ -12,7 +12,8 @@ What each user may do (regular expressions on resource names; topic permissions 
   `lapse.dlx`, the delay cascade) and its own queues `lapse.<service>.*`;
 - write: `lapse.events`, `lapse.dlx` (a queue's dead-letter exchange) and the delay cascade
   (binding the cascade needs write on its exchanges and queues), `lapse.commands` only for the
-  request and grant services (grant.revoke; the grant service's own commands), its own queues; read: the shared exchanges and its own queues;
+  request and grant services (grant.revoke; the grant service's own commands), its own queues;
+- read: the shared exchanges and its own queues;
 - topic write, per exchange: only the routing keys the service owns (`request.*` for the request
   service, `policy.decided`, `grant.*`, ...), on the delay cascade only its own delayed commands
   behind the delay bits. Topic read stays open: RabbitMQ checks binding keys against it.
