@@ -16,6 +16,8 @@ import httpx
 from tests.infra import Principals
 
 SERVICES = ("request", "policy", "grant", "audit")
+MODULES = {"notifier": "lapse_request.notifier"}
+"""Services whose module is not `lapse_<name>`."""
 
 
 def free_port() -> int:
@@ -46,7 +48,10 @@ class ServiceProcesses:
             env |= {**self.principals.env, "LAPSE_AMQP_URL": self.principals.url(name)}
         log = (self.log_dir / f"{instance}.log").open("ab")
         self.procs[instance] = subprocess.Popen(
-            [sys.executable, "-m", f"lapse_{name}"], env=env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", MODULES.get(name, f"lapse_{name}")],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
 
     def start_all(self) -> None:
