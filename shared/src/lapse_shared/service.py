@@ -38,7 +38,7 @@ from lapse_shared.http.problems import (
 )
 from lapse_shared.logging import configure_logging
 from lapse_shared.messaging.auth import RejectionLog, authenticating
-from lapse_shared.messaging.consumer import observing
+from lapse_shared.messaging.consumer import document_publishers, observing
 from lapse_shared.messaging.publisher import ConfirmingPublisher, amqp_username
 from lapse_shared.messaging.topology import EVENTS, declare_dead_letter_queue, declare_exchanges
 from lapse_shared.metrics import ServiceMetrics
@@ -90,6 +90,7 @@ class ServiceHost:
         broker.insert_middleware(authenticating(settings.producers(), self.rejections))
         # Outermost, so even a rejected message's log lines carry its trace id.
         broker.insert_middleware(observing(self.metrics))
+        document_publishers(broker, [SecurityMessageRejected])
         if schema is not None:
             self.metrics.add_refresher(self._refresh_outbox_metrics)
 

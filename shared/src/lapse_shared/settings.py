@@ -17,10 +17,11 @@ class ServiceSettings(BaseSettings):
 
     # The broker: vhost in the URL path, so a deployment (or a test run) is isolated by vhost.
     amqp_url: str = Field("amqp://guest:guest@127.0.0.1:5672/")
-    # Each Lapse service's own broker user (JSON: service -> AMQP user name; `lapse-admin
-    # setup-broker` creates them). A consumer accepts an event or command type only from the
-    # user of the service that produces it (RabbitMQ validates the AMQP `user_id`): request.* from
-    # `request`, policy.decided from `policy`, grant.* from `grant`. Anything else is refused.
+    # Each Lapse service's own broker user (JSON: service -> AMQP user name; `python -m
+    # lapse_shared.messaging.broker_setup` creates them). A consumer accepts an event or command
+    # type only from the user of the service that produces it (RabbitMQ validates the AMQP
+    # `user_id`): request.* from `request`, policy.decided from `policy`, grant.* from `grant`.
+    # Anything else is refused. Every service must be given the same map.
     broker_users: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_BROKER_USERS))
     # A refused message is counted and logged every time, but reported to the audit trail (a
     # `security.message_rejected` entry with the count suppressed meanwhile) at most once per

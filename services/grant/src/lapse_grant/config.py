@@ -44,6 +44,7 @@ class GrantSettings(ServiceSettings):
     # obeyed besides the request service's own broker user (it publishes releases and break-glass
     # denials from its outbox, so it is always trusted): a revoke from anyone else is dead-lettered.
     command_principals: list[str] = []
+    # The grant API's port (kill switch, credentials, health, metrics).
     http_port: int = 8082
 
     def trusted_principals(self) -> frozenset[str]:
