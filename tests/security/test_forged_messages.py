@@ -9,6 +9,7 @@ import asyncio
 import json
 import re
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -95,13 +96,21 @@ async def security_entries(lapse: Lapse, service: str, message_type: str) -> lis
     ]
 
 
-async def refused(lapse: Lapse, service: str, message_type: str) -> dict[str, Any]:
-    """Wait for `service`'s security entry about `message_type`: the forged message was handled."""
+Harm = Callable[[], Awaitable[str | None]]
 
-    async def entry() -> list[dict[str, Any]]:
+
+async def refused(lapse: Lapse, service: str, message_type: str, harm: Harm | None = None) -> dict[str, Any]:
+    """Wait for `service`'s security entry about `message_type` (the forged message was handled),
+    failing as soon as `harm` names what the forged message did instead."""
+
+    async def entry_or_harm() -> list[dict[str, Any]] | str | None:
+        done = harm is not None and await harm()
+        if done:
+            return done
         return await security_entries(lapse, service, message_type)
 
-    entries = await eventually(entry, 30, f"{service}'s security entry for a forged {message_type}")
+    entries = await eventually(entry_or_harm, 30, f"{service}'s security entry for a forged {message_type}")
+    assert not isinstance(entries, str), f"the forged {message_type} was obeyed: {entries}"
     assert len(entries) == 1
     data = entries[0]["event"]["data"]
     assert data["principal"] == lapse.attacker
@@ -165,6 +174,44 @@ async def awaiting_review(lapse: Lapse) -> dict[str, Any]:
     return await until(lapse, request_id, CAROL, lambda b: bool(b["review"]), "carol's review")
 
 
+def member(lapse: Lapse, subject: str, *, granted: bool) -> Harm:
+    async def check() -> str | None:
+        if await lapse.pg_target.has_membership(subject) == granted:
+            return f"{subject} {'was granted' if granted else 'lost'} the role"
+        return None
+
+    return check
+
+
+def moved(lapse: Lapse, before: dict[str, Any], token: str) -> Harm:
+    async def check() -> str | None:
+        state = (await state_of(lapse, before["id"], token))["state"]
+        return f"the request moved from {before['state']} to {state}" if state != before["state"] else None
+
+    return check
+
+
+def posted(lapse: Lapse) -> Harm:
+    async def check() -> str | None:
+        return "the notifier posted it to the approvers' webhook" if lapse.receiver.at("/all") else None
+
+    return check
+
+
+def audited(lapse: Lapse, request_id: uuid.UUID) -> Harm:
+    async def check() -> str | None:
+        conn = await asyncpg.connect(lapse.database_url)
+        try:
+            if not await conn.fetchval("SELECT to_regclass('audit.log') IS NOT NULL"):
+                return None
+            types = await conn.fetch("SELECT type FROM audit.log WHERE subject = $1", str(request_id))
+        finally:
+            await conn.close()
+        return f"the audit chained {sorted(r['type'] for r in types)} for it" if types else None
+
+    return check
+
+
 async def grant_rows(lapse: Lapse, **where: Any) -> list[asyncpg.Record]:
     conn = await asyncpg.connect(lapse.database_url)
     try:
@@ -185,7 +232,7 @@ async def test_a_forged_approval_grants_nothing_and_is_reported_once(lapse: Laps
         duration_seconds=365 * 86400,
     )
     await publish(lapse, approval, times=5)
-    report = await refused(lapse, "grant", "request.approved")
+    report = await refused(lapse, "grant", "request.approved", member(lapse, "alice", granted=True))
     assert report["queue"] == "lapse.grant.approved"
     await refused(lapse, "audit", "request.approved")  # not chained as an event, only reported
     assert await grant_rows(lapse, request_id=request_id) == []
@@ -206,7 +253,7 @@ async def test_a_forged_decision_does_not_skip_the_review(lapse: Lapse) -> None:
     decision["data"]["effective_duration_seconds"] = 30 * 86400
     decision["data"]["review_after"] = None
     await publish(lapse, decision)
-    await refused(lapse, "request", "policy.decided")
+    await refused(lapse, "request", "policy.decided", moved(lapse, pending, CAROL))
     after = await state_of(lapse, pending["id"], CAROL)
     assert after["state"] == pending["state"]
     assert await grant_rows(lapse, subject="carol") == []
@@ -224,7 +271,7 @@ async def test_a_forged_revocation_does_not_end_a_request_whose_role_stays(lapse
         role=lapse.pg_target.reader,
     )
     await publish(lapse, revoked)
-    await refused(lapse, "request", "grant.revoked")
+    await refused(lapse, "request", "grant.revoked", moved(lapse, active, ALICE))
     assert (await state_of(lapse, active["id"]))["state"] == "active"
     assert await lapse.pg_target.has_membership("alice")
 
@@ -233,7 +280,7 @@ async def test_a_forged_activation_does_not_activate_a_pending_request(lapse: La
     pending = await awaiting_review(lapse)
     activated = forged("grant.activated", request_id=pending["id"], subject="carol", resource="test-db")
     await publish(lapse, activated)
-    await refused(lapse, "request", "grant.activated")
+    await refused(lapse, "request", "grant.activated", moved(lapse, pending, CAROL))
     assert (await state_of(lapse, pending["id"], CAROL))["state"] == pending["state"]
 
 
@@ -244,7 +291,7 @@ async def test_a_forged_start_does_not_start_a_scheduled_grant_early(lapse: Laps
     rows = await eventually(lambda: grant_rows(lapse, request_id=uuid.UUID(request_id)), 30, "the grant row")
     start = forged("grant.start", grant_id=str(rows[0]["id"]), start_at=datetime.now(UTC).isoformat())
     await publish(lapse, start)
-    await refused(lapse, "grant", "grant.start")
+    await refused(lapse, "grant", "grant.start", member(lapse, "alice", granted=True))
     assert (await grant_rows(lapse, request_id=uuid.UUID(request_id)))[0]["state"] == "scheduled"
     assert not await lapse.pg_target.has_membership("alice")
 
@@ -253,7 +300,7 @@ async def test_a_forged_expiry_does_not_revoke_an_active_grant(lapse: Lapse) -> 
     active = await active_grant(lapse)
     expire = forged("grant.expire", grant_id=active["grant"]["id"], expires_at=datetime.now(UTC).isoformat())
     await publish(lapse, expire)
-    await refused(lapse, "grant", "grant.expire")
+    await refused(lapse, "grant", "grant.expire", member(lapse, "alice", granted=False))
     assert (await state_of(lapse, active["id"]))["state"] == "active"
     assert await lapse.pg_target.has_membership("alice")
 
@@ -262,21 +309,21 @@ async def test_a_forged_revoke_command_is_not_obeyed(lapse: Lapse) -> None:
     active = await active_grant(lapse)
     revoke = forged("grant.revoke", grant_id=active["grant"]["id"], subject=None, resource=None)
     await publish(lapse, revoke)
-    await refused(lapse, "grant", "grant.revoke")
+    await refused(lapse, "grant", "grant.revoke", member(lapse, "alice", granted=False))
     assert await lapse.pg_target.has_membership("alice")
 
 
 async def test_a_forged_pending_expiry_does_not_expire_a_request(lapse: Lapse) -> None:
     pending = await awaiting_review(lapse)
     await publish(lapse, forged("request.expire", request_id=pending["id"]))
-    await refused(lapse, "request", "request.expire")
+    await refused(lapse, "request", "request.expire", moved(lapse, pending, CAROL))
     assert (await state_of(lapse, pending["id"], CAROL))["state"] == pending["state"]
 
 
 async def test_a_forged_review_request_is_not_posted_to_approvers(lapse: Lapse) -> None:
     request_id = uuid.uuid4()
     await publish(lapse, forged("request.awaiting_review", request_id=str(request_id), requester="mallory"))
-    await refused(lapse, "notifier", "request.awaiting_review")
+    await refused(lapse, "notifier", "request.awaiting_review", posted(lapse))
     assert lapse.receiver.at("/all") == []
     conn = await asyncpg.connect(lapse.database_url)
     try:
@@ -289,7 +336,7 @@ async def test_a_forged_review_request_is_not_posted_to_approvers(lapse: Lapse) 
 async def test_a_forged_submission_of_no_request_is_neither_decided_nor_audited(lapse: Lapse) -> None:
     request_id = uuid.uuid4()
     await publish(lapse, forged("request.submitted", request_id=str(request_id), requester="mallory"))
-    await refused(lapse, "policy", "request.submitted")
+    await refused(lapse, "policy", "request.submitted", audited(lapse, request_id))
     await refused(lapse, "audit", "request.submitted")
     conn = await asyncpg.connect(lapse.database_url)
     try:
