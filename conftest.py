@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from urllib.parse import unquote, urlsplit
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.idp import FakeIdp, public_jwk, rsa_key, serve_idp
-from tests.infra import Infra, run_sql, start_infra
+from tests.infra import Infra, Principals, run_sql, start_infra
 from tests.targets import PgTarget, new_target
 
 
@@ -26,6 +27,17 @@ def amqp_url(infra: Infra) -> Iterator[str]:
     vhost, url = infra.create_vhost()
     yield url
     infra.delete_vhost(vhost)
+
+
+@pytest.fixture
+def principals(infra: Infra, amqp_url: str) -> Iterator[Principals]:
+    """A broker user per Lapse service on this test's vhost, with the permissions `setup-broker`
+    gives in a deployment; deleted afterwards. `amqp_url` stays the administrator (guest)."""
+    vhost = unquote(urlsplit(amqp_url).path[1:])
+    principals = infra.principals(vhost)
+    principals.create()
+    yield principals
+    principals.delete()
 
 
 @pytest.fixture

@@ -13,7 +13,11 @@ from pathlib import Path
 
 import httpx
 
+from tests.infra import Principals
+
 SERVICES = ("request", "policy", "grant", "audit")
+MODULES = {"notifier": "lapse_request.notifier"}
+"""Services whose module is not `lapse_<name>`."""
 
 
 def free_port() -> int:
@@ -28,6 +32,8 @@ class ServiceProcesses:
     log_dir: Path
     ports: dict[str, int] = field(default_factory=lambda: {name: free_port() for name in SERVICES})
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    principals: Principals | None = None
+    """Each service connects as its own broker user, as deployed (None: LAPSE_AMQP_URL of `env`)."""
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"
@@ -38,9 +44,14 @@ class ServiceProcesses:
         instance = instance or name
         port = self.ports.setdefault(instance, free_port())
         env = {**os.environ, **self.env, "LAPSE_HTTP_PORT": str(port), "LAPSE_LOG_JSON": "true"}
+        if self.principals is not None:
+            env |= {**self.principals.env, "LAPSE_AMQP_URL": self.principals.url(name)}
         log = (self.log_dir / f"{instance}.log").open("ab")
         self.procs[instance] = subprocess.Popen(
-            [sys.executable, "-m", f"lapse_{name}"], env=env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", MODULES.get(name, f"lapse_{name}")],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
 
     def start_all(self) -> None:

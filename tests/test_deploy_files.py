@@ -247,3 +247,22 @@ def test_compose_migrates_once_before_any_service_starts() -> None:
         service = services[name]
         assert service["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}, name
         assert service["environment"]["LAPSE_MIGRATE_ON_START"] == "false", name
+
+
+def test_compose_services_connect_as_their_own_broker_users_made_by_the_setup_one_shot() -> None:
+    services = _compose()["services"]
+    setup = services["broker-setup"]
+    assert "python -m lapse_shared.messaging.broker_setup" in " ".join(setup["command"])
+    assert setup["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
+    users = {}
+    for name in [*SERVICES, "notifier"]:
+        service = services[name]
+        url = urlsplit(service["environment"]["LAPSE_AMQP_URL"])
+        users[name] = url.username
+        assert service["depends_on"]["broker-setup"]["condition"] == "service_completed_successfully", name
+        # Each password is one the setup one-shot sets for that very user.
+        password_var = re.findall(r"\$\{([A-Z_]+):-", service["environment"]["LAPSE_AMQP_URL"])
+        assert password_var == [f"RABBITMQ_{name.upper()}_PASSWORD"], name
+        given = setup["environment"][f"LAPSE_BROKER_PASSWORD_{name.upper()}"]
+        assert given.startswith(f"${{RABBITMQ_{name.upper()}_PASSWORD:-"), name
+    assert users == {name: f"lapse-{name}" for name in users}, "the users LAPSE_BROKER_USERS names by default"

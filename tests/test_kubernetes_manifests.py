@@ -18,6 +18,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from lapse_shared.messaging import broker_manifests
+
 ROOT = Path(__file__).resolve().parent.parent
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 BASE = KUBERNETES / "base"
@@ -29,10 +31,16 @@ PORTS = {"request": 8080, "policy": 8081, "grant": 8082, "audit": 8083, "notifie
 AUTOSCALED = {"request", "policy", "grant", "notifier"}
 # Services that keep state in PostgreSQL (policy reads files and the broker only).
 WITH_DATABASE = {"request", "grant", "audit", "notifier"}
-OPERATOR_KINDS = {("rabbitmq.com/v1beta1", "RabbitmqCluster"), ("postgresql.cnpg.io/v1", "Cluster")}
+OPERATOR_KINDS = {
+    ("rabbitmq.com/v1beta1", "RabbitmqCluster"),
+    ("rabbitmq.com/v1beta1", "User"),
+    ("rabbitmq.com/v1beta1", "Permission"),
+    ("rabbitmq.com/v1beta1", "TopicPermission"),
+    ("postgresql.cnpg.io/v1", "Cluster"),
+}
 # The Secrets the production overlay references by name and must not define.
 PRODUCTION_SECRETS = {
-    "lapse-amqp",
+    *(f"lapse-amqp-{name}" for name in PORTS),
     "lapse-secrets",
     "lapse-tokens",
     "lapse-notifier-webhooks",
@@ -394,3 +402,39 @@ def test_network_policies_select_the_pods_they_mean(rendered_production: list[Do
         ):
             continue  # every pod, or the operators' pods
         assert any(selector.items() <= labels.items() for labels in pod_labels), name
+
+
+# --- broker users
+
+
+def test_the_broker_users_file_is_generated_from_the_setup_grants() -> None:
+    committed = (BASE / "rabbitmq-users.yaml").read_text(encoding="utf-8")
+    assert committed == broker_manifests.render(), (
+        "regenerate: python -m lapse_shared.messaging.broker_manifests"
+        " > deploy/kubernetes/base/rabbitmq-users.yaml"
+    )
+
+
+def test_each_service_connects_as_its_own_least_privilege_broker_user(
+    rendered_base: list[Document], rendered_production: list[Document]
+) -> None:
+    for documents in (rendered_base, rendered_production):
+        users = _of_kind(documents, "User")
+        permissions = _of_kind(documents, "Permission")
+        topics = [d for d in documents if d["kind"] == "TopicPermission"]
+        deployments = _of_kind(documents, "Deployment")
+        for name in PORTS:
+            user = users[f"lapse-{name}"]
+            secret = user["spec"]["importCredentialsSecret"]["name"]
+            assert secret == f"lapse-amqp-{name}"
+            [container] = deployments[f"lapse-{name}"]["spec"]["template"]["spec"]["containers"]
+            refs = {
+                v["valueFrom"]["secretKeyRef"]["name"]
+                for v in container["env"]
+                if v["name"] in {"AMQP_USERNAME", "AMQP_PASSWORD"}
+            }
+            assert refs == {secret}, name
+            assert permissions[f"lapse-{name}"]["spec"]["permissions"]["configure"] != ".*"
+            own = [t for t in topics if t["spec"]["userReference"]["name"] == f"lapse-{name}"]
+            exchanges = {t["spec"]["permissions"]["exchange"] for t in own}
+            assert {"lapse.events", "lapse.commands", "lapse.delay.deliver"} <= exchanges, name

@@ -33,7 +33,9 @@ GROUPS = ["developers", "dba", "lapse-admins", "security", "auditors", "monitori
 def running(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcesses]:
     """The four services once for the module: each operation's examples share them."""
     tmp = tmp_path_factory.mktemp("fuzz")
-    vhost, amqp_url = infra.create_vhost()
+    vhost, _ = infra.create_vhost()
+    principals = infra.principals(vhost)
+    principals.create()
     database, database_url = infra.create_database()
     target = new_target(database_url)
     run_sql(infra.admin_database_url, *target.statements_create())
@@ -43,13 +45,13 @@ def running(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     )
     procs = ServiceProcesses(
         env={
-            "LAPSE_AMQP_URL": amqp_url,
             "LAPSE_DATABASE_URL": database_url,
             "LAPSE_POLICY_DIR": str(target.write_policy_dir(tmp / "policies")),
             "LAPSE_TOKEN_FILE": str(token_file),
             "LAPSE_CREDENTIALS_KEY": "kD3pXq6f0bq1D2T9mYj6n8Zt0Hc8q6oV4m7yqB8u0nE=",
         },
         log_dir=tmp,
+        principals=principals,
     )
     try:
         procs.start_all()
@@ -58,6 +60,7 @@ def running(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         procs.stop_all()
         run_sql(infra.admin_database_url, *target.statements_drop())
         infra.drop_database(database)
+        principals.delete()
         infra.delete_vhost(vhost)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.infra import Principals
 from tests.processes import ServiceProcesses
 from tests.targets import PgTarget
 
@@ -21,7 +22,7 @@ CREDENTIALS_KEY = "kD3pXq6f0bq1D2T9mYj6n8Zt0Hc8q6oV4m7yqB8u0nE="
 
 def running(
     tmp_path: Path,
-    amqp_url: str,
+    principals: Principals,
     database_url: str,
     policy_dir: Path,
     tokens: list[tuple[str, str, list[str]]],
@@ -35,13 +36,13 @@ def running(
     )
     procs = ServiceProcesses(
         env={
-            "LAPSE_AMQP_URL": amqp_url,
             "LAPSE_DATABASE_URL": database_url,
             "LAPSE_POLICY_DIR": str(policy_dir),
             "LAPSE_TOKEN_FILE": str(token_file),
             **env,
         },
         log_dir=tmp_path,
+        principals=principals,
     )
     try:
         procs.start_all()
@@ -52,11 +53,11 @@ def running(
 
 @pytest.fixture
 def services(
-    tmp_path: Path, amqp_url: str, database_url: str, pg_target: PgTarget
+    tmp_path: Path, principals: Principals, database_url: str, pg_target: PgTarget
 ) -> Iterator[ServiceProcesses]:
     yield from running(
         tmp_path,
-        amqp_url,
+        principals,
         database_url,
         pg_target.write_policy_dir(tmp_path / "policies"),
         [
@@ -85,7 +86,7 @@ def auth(token: str) -> dict[str, str]:
 
 @pytest.fixture
 def workflow(
-    tmp_path: Path, amqp_url: str, database_url: str, pg_target: PgTarget
+    tmp_path: Path, principals: Principals, database_url: str, pg_target: PgTarget
 ) -> Iterator[ServiceProcesses]:
     policy_dir = pg_target.write_policy_dir(tmp_path / "policies")
     (policy_dir / "rules.yaml").write_text(
@@ -114,7 +115,7 @@ def workflow(
     )
     yield from running(
         tmp_path,
-        amqp_url,
+        principals,
         database_url,
         policy_dir,
         [

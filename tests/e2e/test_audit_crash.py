@@ -16,6 +16,7 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from lapse_audit.checkpoints import private_key_pem
+from lapse_shared.messaging.auth import SERVICES
 from lapse_shared.messaging.topology import EVENTS
 from services.audit.tests.events import lifecycle
 from tests.processes import ServiceProcesses
@@ -44,7 +45,10 @@ async def _publish(amqp_url: str, events: list[dict[str, Any]]) -> None:
             # Sent in order on one channel; confirms awaited per chunk of 100.
             await asyncio.gather(
                 *(
-                    exchange.publish(aio_pika.Message(json.dumps(e).encode(), message_id=e["id"]), e["type"])
+                    exchange.publish(
+                        aio_pika.Message(json.dumps(e).encode(), message_id=e["id"], user_id="guest"),
+                        e["type"],
+                    )
                     for e in events[start : start + 100]
                 )
             )
@@ -85,6 +89,9 @@ async def test_audit_service_killed_mid_burst_chains_every_event_once_in_order(
             "LAPSE_TOKEN_FILE": str(tokens),
             "LAPSE_CHECKPOINT_KEY_FILE": str(key),
             "LAPSE_CHECKPOINT_INTERVAL_SECONDS": "0.5",
+            # One publisher for every type: the burst must be one ordered stream from one channel,
+            # and who may publish what is not what this test is about (tests/security is).
+            "LAPSE_BROKER_USERS": json.dumps({service: "guest" for service in SERVICES}),
         },
         log_dir=tmp_path,
     )

@@ -19,6 +19,7 @@ import pytest
 
 from tests.e2e.conftest import ALICE, AUDITOR, MONITOR, running
 from tests.e2e.test_lifecycle import wait_for
+from tests.infra import Principals
 from tests.processes import ServiceProcesses
 from tests.targets import PgTarget
 
@@ -35,11 +36,11 @@ def sample_sum(text: str, name: str) -> float:
 
 @pytest.fixture
 def replicated(
-    tmp_path: Path, amqp_url: str, database_url: str, pg_target: PgTarget
+    tmp_path: Path, principals: Principals, database_url: str, pg_target: PgTarget
 ) -> Iterator[ServiceProcesses]:
     for procs in running(
         tmp_path,
-        amqp_url,
+        principals,
         database_url,
         pg_target.write_policy_dir(tmp_path / "policies"),
         [

@@ -67,3 +67,32 @@ async def test_chain_verifies_skips_duplicates_and_pinpoints_a_direct_edit(datab
         assert "edited" in verdict.problem
     finally:
         await pool.close()
+
+
+async def test_the_publisher_is_chained_inside_the_hash_beside_entries_that_predate_it(
+    database_url: str,
+) -> None:
+    pool = await create_pool(database_url)
+    try:
+        await migrate(pool, SCHEMA, "lapse_audit.migrations")
+        handlers = AuditHandlers(lambda: pool)
+        request_id = uuid.uuid4()
+        # An entry from before publishers were recorded (none given), then one that names its own.
+        await handlers.record(event(request_id))
+        await handlers.record(event(request_id), published_by="lapse-request")
+        trail = await handlers.trail(str(request_id))
+        assert "published_by" not in trail[0]
+        assert trail[1]["published_by"] == "lapse-request"
+        assert (await handlers.verify()).ok
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT published_by FROM audit.log WHERE seq = 2") == "lapse-request"
+            await conn.execute("ALTER TABLE audit.log DISABLE TRIGGER log_append_only")
+            await conn.execute(
+                "UPDATE audit.log SET entry = replace(entry, 'lapse-request', 'lapse-grant') WHERE seq = 2"
+            )
+            await conn.execute("ALTER TABLE audit.log ENABLE TRIGGER log_append_only")
+        verdict = await handlers.verify()
+        assert not verdict.ok
+        assert verdict.broken_at == 2
+    finally:
+        await pool.close()

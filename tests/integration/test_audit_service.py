@@ -4,6 +4,7 @@ the query/export/report API, and verification that pinpoints a superuser's edit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -26,8 +27,10 @@ from lapse_audit.checkpoints import private_key_pem, public_key_b64
 from lapse_audit.config import AuditSettings
 from lapse_audit.handlers import AuditHandlers
 from lapse_cli.main import app as cli
+from lapse_shared.messaging.auth import OWNER_BY_PREFIX
 from lapse_shared.messaging.topology import EVENTS
 from services.audit.tests.events import T0, lifecycle
+from tests.infra import Principals
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +45,7 @@ def signing_key() -> Ed25519PrivateKey:
 
 @pytest.fixture
 async def audit(
-    tmp_path: Path, amqp_url: str, database_url: str, signing_key: Ed25519PrivateKey
+    tmp_path: Path, principals: Principals, database_url: str, signing_key: Ed25519PrivateKey
 ) -> AsyncIterator[FastAPI]:
     tokens = tmp_path / "tokens.yaml"
     tokens.write_text(
@@ -58,7 +61,8 @@ async def audit(
     key_file = tmp_path / "checkpoint.pem"
     key_file.write_text(private_key_pem(signing_key))
     settings = AuditSettings(
-        amqp_url=amqp_url,
+        amqp_url=principals.url("audit"),
+        broker_users=principals.broker_users,
         database_url=database_url,
         token_file=tokens,
         checkpoint_key_file=key_file,
@@ -66,6 +70,7 @@ async def audit(
         outbox_poll_seconds=0.2,
     )
     app = build(settings)
+    app.state.test_principals = principals
     async with app.router.lifespan_context(app):
         yield app
 
@@ -75,13 +80,22 @@ def handlers(app: FastAPI) -> AuditHandlers:
     return h
 
 
-async def publish(amqp_url: str, bodies: list[bytes], routing: list[str]) -> None:
-    connection = await aio_pika.connect_robust(amqp_url)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.get_exchange(EVENTS)
-        for body, key in zip(bodies, routing, strict=True):
-            await exchange.publish(aio_pika.Message(body, message_id=str(uuid.uuid4())), routing_key=key)
+async def publish(audit: FastAPI, bodies: list[bytes], routing: list[str]) -> None:
+    """Publish each body, in order, as the broker user of the service that produces its type."""
+    principals: Principals = audit.state.test_principals
+    owners = [OWNER_BY_PREFIX[key.split(".", 1)[0]] for key in routing]
+    async with contextlib.AsyncExitStack() as stack:
+        exchanges = {}
+        for service in set(owners):
+            connection = await aio_pika.connect_robust(principals.url(service))
+            await stack.enter_async_context(connection)
+            channel = await connection.channel(publisher_confirms=True)
+            exchanges[service] = await channel.get_exchange(EVENTS)
+        for body, key, service in zip(bodies, routing, owners, strict=True):
+            message = aio_pika.Message(
+                body, message_id=str(uuid.uuid4()), user_id=principals.broker_users[service]
+            )
+            await exchanges[service].publish(message, routing_key=key)
 
 
 def encode(events: list[dict[str, Any]]) -> tuple[list[bytes], list[str]]:
@@ -99,8 +113,9 @@ async def chain_length(app: FastAPI, at_least: int, within: float = 15) -> int:
 
 
 async def read_stream(
-    amqp_url: str, count: int, offset: Any = "first", within: float = 15
+    amqp_url: str, count: int, offset: Any = "first", within: float = 15, until: str | None = None
 ) -> list[dict[str, Any]]:
+    """`count` records from `offset` on, or (with `until`) every record up to that event id."""
     connection = await aio_pika.connect_robust(amqp_url)
     records: list[dict[str, Any]] = []
     async with connection:
@@ -113,7 +128,12 @@ async def read_stream(
                     # JSON lines: one OCSF record a line, several records a message.
                     records += [json.loads(line) for line in message.body.splitlines()]
                     await message.ack()
-                    if len(records) >= count:
+                    done = (
+                        records and records[-1]["metadata"]["uid"] == until
+                        if until
+                        else len(records) >= count
+                    )
+                    if done:
                         break
         except TimeoutError:
             pass
@@ -128,7 +148,7 @@ async def test_events_are_chained_once_in_order_and_malformed_ones_are_dead_lett
     # A redelivered duplicate, a non-JSON body and a contract violation among the good ones.
     bodies += [bodies[2], b"not json", b'{"type": "request.submitted", "data": {}}']
     keys += [keys[2], "request.submitted", "request.submitted"]
-    await publish(amqp_url, bodies, keys)
+    await publish(audit, bodies, keys)
     await chain_length(audit, len(events))
     await asyncio.sleep(0.3)
     pool = audit.state.host.pool
@@ -159,7 +179,7 @@ async def test_every_entry_reaches_the_stream_as_valid_ocsf_and_replays_from_an_
     audit: FastAPI, amqp_url: str
 ) -> None:
     events = lifecycle(reviewers=("carol",))
-    await publish(amqp_url, *encode(events))
+    await publish(audit, *encode(events))
     records = await read_stream(amqp_url, len(events))
     assert [r["metadata"]["uid"] for r in records] == [e["id"] for e in events]
     for record in records:
@@ -170,12 +190,16 @@ async def test_every_entry_reaches_the_stream_as_valid_ocsf_and_replays_from_an_
     assert [r["metadata"]["sequence"] for r in records] == list(range(1, len(events) + 1))
 
     later = lifecycle(requester="dave")
-    await publish(amqp_url, *encode(later))
+    await publish(audit, *encode(later))
     everything = await read_stream(amqp_url, len(events) + len(later))
     assert len(everything) == len(events) + len(later)
-    # A SIEM that stored the offset after the first message resumes with only what came next.
-    replay = await read_stream(amqp_url, len(later), offset=1)
-    assert [r["metadata"]["uid"] for r in replay] == [e["id"] for e in later]
+    # A SIEM that stored the offset after the first message resumes with only what came next
+    # (each service publishes on its own connection, so a message may hold part of a lifecycle).
+    replay = [r["metadata"]["uid"] for r in await read_stream(amqp_url, 0, offset=1, until=later[-1]["id"])]
+    ids = [r["metadata"]["uid"] for r in everything]
+    assert 0 < len(replay) < len(ids)
+    assert replay == ids[len(ids) - len(replay) :]
+    assert set(replay) >= {e["id"] for e in later}
 
 
 async def test_checkpoints_are_signed_stored_and_published(
@@ -187,7 +211,7 @@ async def test_checkpoints_are_signed_stored_and_published(
         probe = await channel.declare_queue("checkpoint-probe", exclusive=True)
         await probe.bind(await channel.get_exchange(EVENTS), routing_key="audit.checkpoint")
         events = lifecycle()
-        await publish(amqp_url, *encode(events))
+        await publish(audit, *encode(events))
         await chain_length(audit, len(events))
         cp = await handlers(audit).checkpoint()
         assert cp is not None
@@ -219,7 +243,7 @@ async def test_query_filters_paginate_and_export_resumes_from_its_cursor(
 ) -> None:
     alice = lifecycle(requester="alice")
     bob = lifecycle(requester="bob", start=T0 + timedelta(hours=2))
-    await publish(amqp_url, *encode(alice + bob))
+    await publish(audit, *encode(alice + bob))
     await chain_length(audit, len(alice + bob))
     auth = {"Authorization": f"Bearer {AUDITOR}"}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(audit), base_url="http://audit") as client:
@@ -296,7 +320,7 @@ async def test_cli_verify_pinpoints_a_superuser_edit_in_the_database_and_in_an_e
     audit: FastAPI, amqp_url: str, database_url: str, signing_key: Ed25519PrivateKey, tmp_path: Path
 ) -> None:
     events = lifecycle() + lifecycle(requester="bob")
-    await publish(amqp_url, *encode(events))
+    await publish(audit, *encode(events))
     await chain_length(audit, len(events))
     await handlers(audit).checkpoint()
     key = public_key_b64(signing_key.public_key())
@@ -342,7 +366,7 @@ async def test_cli_verify_pinpoints_a_superuser_edit_in_the_database_and_in_an_e
 
 async def test_cli_tail_follows_the_stream_from_an_offset(audit: FastAPI, amqp_url: str) -> None:
     events = lifecycle(requester="erin")
-    await publish(amqp_url, *encode(events))
+    await publish(audit, *encode(events))
     await read_stream(amqp_url, len(events))  # they are on the stream
     runner = CliRunner()
     args = ["audit", "tail", "--offset", "first", "--count", str(len(events)), "--amqp-url", amqp_url]

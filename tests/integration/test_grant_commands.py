@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import asyncpg
@@ -28,9 +28,10 @@ from lapse_shared.events import (
     RevokeCause,
     utcnow,
 )
+from lapse_shared.messaging.broker_setup import Grants
 from lapse_shared.messaging.publisher import to_message
 from lapse_shared.messaging.topology import COMMANDS, EVENTS
-from tests.infra import Infra
+from tests.infra import Principals, publish_as
 from tests.targets import PgTarget
 
 pytestmark = pytest.mark.integration
@@ -59,27 +60,20 @@ async def get_one(queue: AbstractQueue, within: float = 5) -> AbstractIncomingMe
 
 
 @pytest.fixture
-def stranger(infra: Infra, amqp_url: str) -> Iterator[str]:
+def stranger(principals: Principals) -> str:
     """The URL of a second RabbitMQ user with full permissions on this test's vhost (removed after)."""
-    name, password = f"lapse-stranger-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
-    vhost = unquote(urlsplit(amqp_url).path[1:])
-    infra.rabbitmqctl(["add_user", name, password])
-    try:
-        infra.rabbitmqctl(["set_permissions", "-p", vhost, name, ".*", ".*", ".*"])
-        parts = urlsplit(amqp_url)
-        yield urlunsplit(parts._replace(netloc=f"{name}:{password}@{parts.hostname}:{parts.port or 5672}"))
-    finally:
-        infra.rabbitmqctl(["delete_user", name])
+    return principals.add_user("stranger", Grants(".*", ".*", ".*"))
 
 
 @pytest.fixture
 async def grant_service(
-    amqp_url: str, database_url: str, pg_target: PgTarget, tmp_path: Path
+    principals: Principals, database_url: str, pg_target: PgTarget, tmp_path: Path
 ) -> AsyncIterator[asyncpg.Pool]:
     tokens = tmp_path / "tokens.yaml"
     tokens.write_text(yaml.safe_dump({"tokens": []}))
     settings = GrantSettings(
-        amqp_url=amqp_url,
+        amqp_url=principals.url("grant"),
+        broker_users=principals.broker_users,
         database_url=database_url,
         policy_dir=pg_target.write_policy_dir(tmp_path / "p"),
         token_file=tokens,
@@ -129,9 +123,10 @@ async def grant_row(pool: asyncpg.Pool, request_id: uuid.UUID) -> asyncpg.Record
 
 
 async def test_grant_revoke_is_obeyed_only_from_a_trusted_principal(
-    grant_service: asyncpg.Pool, amqp_url: str, stranger: str, pg_target: PgTarget
+    grant_service: asyncpg.Pool, amqp_url: str, stranger: str, pg_target: PgTarget, principals: Principals
 ) -> None:
     pool = grant_service
+    request_user = principals.broker_users["request"]
     with structlog.testing.capture_logs() as logs:
         connection = await aio_pika.connect_robust(amqp_url)
         async with connection:
@@ -143,10 +138,10 @@ async def test_grant_revoke_is_obeyed_only_from_a_trusted_principal(
             dlq = await channel.declare_queue("lapse.grant.revoke.dlq", passive=True)
 
             approval = approved(pg_target)
-            await events.publish(to_message(approval, user_id="guest"), routing_key=approval.type)
+            await publish_as(principals.url("request"), approval, EVENTS)
             activated = await get_one(activated_probe, 10)
             # What Lapse publishes names its publisher: the user of the service's AMQP URL.
-            assert activated.user_id == "guest"
+            assert activated.user_id == principals.broker_users["grant"]
             row = await grant_row(pool, approval.data.request_id)
             assert row is not None
             assert row["state"] == "active"
@@ -167,7 +162,7 @@ async def test_grant_revoke_is_obeyed_only_from_a_trusted_principal(
                 spoofed = revoke(grant_id)
                 with pytest.raises(aio_pika.exceptions.AMQPError):
                     await outsider_commands.publish(
-                        to_message(spoofed, user_id="guest"), routing_key="grant.revoke"
+                        to_message(spoofed, user_id=request_user), routing_key="grant.revoke"
                     )
             anonymous = revoke(grant_id)
             await commands.publish(to_message(anonymous), routing_key="grant.revoke")
@@ -178,9 +173,8 @@ async def test_grant_revoke_is_obeyed_only_from_a_trusted_principal(
             assert (await grant_row(pool, approval.data.request_id))["state"] == "active"  # type: ignore[index]
             assert await pg_target.has_membership("alice")
 
-            # The same command from Lapse's own user is obeyed: a release.
-            trusted = revoke(grant_id)
-            await commands.publish(to_message(trusted, user_id="guest"), routing_key="grant.revoke")
+            # The same command from the request service's user is obeyed: a release.
+            await publish_as(principals.url("request"), revoke(grant_id), COMMANDS)
 
             async def released() -> asyncpg.Record | None:
                 row = await grant_row(pool, approval.data.request_id)
@@ -193,25 +187,21 @@ async def test_grant_revoke_is_obeyed_only_from_a_trusted_principal(
                 "done early",
             )
             assert not await pg_target.has_membership("alice")
-    rejected = [e for e in logs if "untrusted publisher" in e["event"]]
+    rejected = [e for e in logs if "its publisher may not produce it" in e["event"]]
     assert {e["message_id"] for e in rejected} == {str(from_stranger.id), str(anonymous.id)}
     by_id = {e["message_id"]: e for e in rejected}
     assert by_id[str(from_stranger.id)]["principal"] == user
-    assert "may not send this command" in by_id[str(from_stranger.id)]["reason"]
+    assert "may not publish grant.revoke" in by_id[str(from_stranger.id)]["reason"]
     assert "no AMQP user_id" in by_id[str(anonymous.id)]["reason"]
 
 
 async def test_a_scheduled_start_is_delivered_by_the_delay_cascade(
-    grant_service: asyncpg.Pool, amqp_url: str, pg_target: PgTarget
+    grant_service: asyncpg.Pool, principals: Principals, pg_target: PgTarget
 ) -> None:
     pool = grant_service
     start_at = utcnow() + timedelta(seconds=3)
     approval = approved(pg_target, start_at=start_at, duration_seconds=60)
-    connection = await aio_pika.connect_robust(amqp_url)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        events = await channel.get_exchange(EVENTS)
-        await events.publish(to_message(approval, user_id="guest"), routing_key=approval.type)
+    await publish_as(principals.url("request"), approval, EVENTS)
 
     async def recorded() -> asyncpg.Record | None:
         return await grant_row(pool, approval.data.request_id)

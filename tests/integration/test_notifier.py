@@ -32,6 +32,7 @@ from lapse_shared.events import (
     utcnow,
 )
 from lapse_shared.messaging.topology import EVENTS
+from tests.infra import Principals
 from tests.webhook_receiver import Behaviour, WebhookReceiver
 
 TOKENS = Path(__file__).resolve().parents[2] / "examples" / "tokens.yaml"
@@ -49,7 +50,11 @@ def receiver() -> Iterator[WebhookReceiver]:
 
 @asynccontextmanager
 async def running_notifier(
-    amqp_url: str, database_url: str, tmp_path: Path, webhooks: list[dict[str, Any]], **settings: Any
+    principals: Principals,
+    database_url: str,
+    tmp_path: Path,
+    webhooks: list[dict[str, Any]],
+    **settings: Any,
 ) -> AsyncIterator[FastAPI]:
     config = tmp_path / "notifier.yaml"
     config.write_text(yaml.safe_dump({"public_url": PUBLIC_URL, "webhooks": webhooks}))
@@ -61,22 +66,37 @@ async def running_notifier(
     }
     app = build(
         NotifierSettings(
-            amqp_url=amqp_url, database_url=database_url, notifier_config=config, **(defaults | settings)
+            amqp_url=principals.url("notifier"),
+            broker_users=principals.broker_users,
+            database_url=database_url,
+            notifier_config=config,
+            **(defaults | settings),
         )
     )
     async with app.router.lifespan_context(app):
         yield app
 
 
+class AsRequestService:
+    """`lapse.events` as the request service's broker user: the producer of what is notified."""
+
+    def __init__(self, exchange: aio_pika.abc.AbstractExchange, user: str) -> None:
+        self._exchange, self._user = exchange, user
+
+    async def publish(self, message: aio_pika.Message, routing_key: str) -> None:
+        message.user_id = self._user
+        await self._exchange.publish(message, routing_key)
+
+
 @asynccontextmanager
-async def events_exchange(amqp_url: str) -> AsyncIterator[aio_pika.abc.AbstractExchange]:
-    connection = await aio_pika.connect_robust(amqp_url)
+async def events_exchange(principals: Principals) -> AsyncIterator[AsRequestService]:
+    connection = await aio_pika.connect_robust(principals.url("request"))
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
-        yield await channel.get_exchange(EVENTS)
+        yield AsRequestService(await channel.get_exchange(EVENTS), principals.broker_users["request"])
 
 
-async def publish(exchange: aio_pika.abc.AbstractExchange, event: Event) -> None:
+async def publish(exchange: AsRequestService, event: Event) -> None:
     await exchange.publish(
         aio_pika.Message(event.model_dump_json().encode(), message_id=str(event.id)), event.type
     )
@@ -130,7 +150,7 @@ async def deliveries(database_url: str) -> list[asyncpg.Record]:
 
 
 async def test_review_needed_reaches_slack_and_teams_with_the_request_details(
-    amqp_url: str, database_url: str, tmp_path: Path, receiver: WebhookReceiver
+    amqp_url: str, principals: Principals, database_url: str, tmp_path: Path, receiver: WebhookReceiver
 ) -> None:
     webhooks = [
         {"name": "dba-slack", "url": f"{receiver.base_url}/slack", "format": "slack"},
@@ -140,8 +160,8 @@ async def test_review_needed_reaches_slack_and_teams_with_the_request_details(
     request_id = uuid.uuid4()
     event = awaiting_review(request_id, ["dba"], reason="<!channel> & <https://evil|click> *now*")
     async with (
-        running_notifier(amqp_url, database_url, tmp_path, webhooks),
-        events_exchange(amqp_url) as exchange,
+        running_notifier(principals, database_url, tmp_path, webhooks),
+        events_exchange(principals) as exchange,
     ):
         await publish(exchange, event)
         [slack] = await receiver.wait_for("/slack", 1)
@@ -200,7 +220,7 @@ async def test_review_needed_reaches_slack_and_teams_with_the_request_details(
 
 
 async def test_decisions_follow_the_review_and_groups_filter_review_notices(
-    amqp_url: str, database_url: str, tmp_path: Path, receiver: WebhookReceiver
+    amqp_url: str, principals: Principals, database_url: str, tmp_path: Path, receiver: WebhookReceiver
 ) -> None:
     webhooks = [
         {"name": "dba", "url": f"{receiver.base_url}/dba", "format": "slack", "groups": ["dba"]},
@@ -209,8 +229,8 @@ async def test_decisions_follow_the_review_and_groups_filter_review_notices(
     ]
     reviewed, direct, denied = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     async with (
-        running_notifier(amqp_url, database_url, tmp_path, webhooks),
-        events_exchange(amqp_url) as exchange,
+        running_notifier(principals, database_url, tmp_path, webhooks),
+        events_exchange(principals) as exchange,
     ):
         await publish(exchange, awaiting_review(reviewed, ["dba", "team-leads"]))
         [review] = await receiver.wait_for("/dba", 1)
@@ -250,6 +270,7 @@ async def test_decisions_follow_the_review_and_groups_filter_review_notices(
 
 async def test_a_webhook_failing_three_times_is_retried_and_delivered_once(
     amqp_url: str,
+    principals: Principals,
     database_url: str,
     tmp_path: Path,
     receiver: WebhookReceiver,
@@ -263,8 +284,8 @@ async def test_a_webhook_failing_three_times_is_retried_and_delivered_once(
     webhooks = [{"name": "flaky", "url_env": "TEST_FLAKY_WEBHOOK_URL", "format": "slack"}]
     with structlog.testing.capture_logs() as logs:
         async with (
-            running_notifier(amqp_url, database_url, tmp_path, webhooks),
-            events_exchange(amqp_url) as exchange,
+            running_notifier(principals, database_url, tmp_path, webhooks),
+            events_exchange(principals) as exchange,
         ):
             await publish(exchange, awaiting_review(uuid.uuid4(), ["dba"]))
             await receiver.wait_for(path, 4)
@@ -282,14 +303,14 @@ async def test_a_webhook_failing_three_times_is_retried_and_delivered_once(
 
 
 async def test_notices_of_one_request_reach_a_webhook_in_order_despite_retries(
-    amqp_url: str, database_url: str, tmp_path: Path, receiver: WebhookReceiver
+    amqp_url: str, principals: Principals, database_url: str, tmp_path: Path, receiver: WebhookReceiver
 ) -> None:
     receiver.behaviours["/ordered"] = Behaviour(fail_first=2)
     webhooks = [{"name": "ordered", "url": f"{receiver.base_url}/ordered", "format": "json"}]
     request_id = uuid.uuid4()
     async with (
-        running_notifier(amqp_url, database_url, tmp_path, webhooks),
-        events_exchange(amqp_url) as exchange,
+        running_notifier(principals, database_url, tmp_path, webhooks),
+        events_exchange(principals) as exchange,
     ):
         await publish(exchange, awaiting_review(request_id, ["dba"]))
         await publish(exchange, approved(request_id, ["bob"]))
@@ -302,6 +323,7 @@ async def test_notices_of_one_request_reach_a_webhook_in_order_despite_retries(
 
 async def test_a_dead_webhook_fails_after_max_attempts_while_another_gets_its_notices_promptly(
     amqp_url: str,
+    principals: Principals,
     database_url: str,
     tmp_path: Path,
     receiver: WebhookReceiver,
@@ -323,8 +345,8 @@ async def test_a_dead_webhook_fails_after_max_attempts_while_another_gets_its_no
     monkeypatch.setenv("TEST_DEAD_WEBHOOK_URL", f"{receiver.base_url}/dead/T0/SECRET-TOKEN")
     with structlog.testing.capture_logs() as logs:
         async with (
-            running_notifier(amqp_url, database_url, tmp_path, webhooks, notifier_max_attempts=3) as app,
-            events_exchange(amqp_url) as exchange,
+            running_notifier(principals, database_url, tmp_path, webhooks, notifier_max_attempts=3) as app,
+            events_exchange(principals) as exchange,
         ):
             published = []
             for _ in range(3):
@@ -363,13 +385,13 @@ async def test_a_dead_webhook_fails_after_max_attempts_while_another_gets_its_no
 
 
 async def test_a_permanent_rejection_is_not_retried(
-    amqp_url: str, database_url: str, tmp_path: Path, receiver: WebhookReceiver
+    amqp_url: str, principals: Principals, database_url: str, tmp_path: Path, receiver: WebhookReceiver
 ) -> None:
     receiver.behaviours["/gone"] = Behaviour(status=404)
     webhooks = [{"name": "gone", "url": f"{receiver.base_url}/gone", "format": "slack"}]
     async with (
-        running_notifier(amqp_url, database_url, tmp_path, webhooks),
-        events_exchange(amqp_url) as exchange,
+        running_notifier(principals, database_url, tmp_path, webhooks),
+        events_exchange(principals) as exchange,
     ):
         await publish(exchange, awaiting_review(uuid.uuid4(), ["dba"]))
         await receiver.wait_for("/gone", 1)
@@ -380,13 +402,13 @@ async def test_a_permanent_rejection_is_not_retried(
 
 
 async def test_a_redelivered_event_makes_no_second_notice(
-    amqp_url: str, database_url: str, tmp_path: Path, receiver: WebhookReceiver
+    amqp_url: str, principals: Principals, database_url: str, tmp_path: Path, receiver: WebhookReceiver
 ) -> None:
     webhooks = [{"name": "once", "url": f"{receiver.base_url}/once", "format": "json"}]
     event = awaiting_review(uuid.uuid4(), ["dba"])
     async with (
-        running_notifier(amqp_url, database_url, tmp_path, webhooks),
-        events_exchange(amqp_url) as exchange,
+        running_notifier(principals, database_url, tmp_path, webhooks),
+        events_exchange(principals) as exchange,
     ):
         await publish(exchange, event)
         await receiver.wait_for("/once", 1)
@@ -399,12 +421,12 @@ async def test_a_redelivered_event_makes_no_second_notice(
 
 
 async def test_malformed_messages_are_dead_lettered_and_valid_ones_still_notified(
-    amqp_url: str, database_url: str, tmp_path: Path, receiver: WebhookReceiver
+    amqp_url: str, principals: Principals, database_url: str, tmp_path: Path, receiver: WebhookReceiver
 ) -> None:
     webhooks = [{"name": "hook", "url": f"{receiver.base_url}/hook", "format": "slack"}]
     async with (
-        running_notifier(amqp_url, database_url, tmp_path, webhooks),
-        events_exchange(amqp_url) as exchange,
+        running_notifier(principals, database_url, tmp_path, webhooks),
+        events_exchange(principals) as exchange,
     ):
         await exchange.publish(aio_pika.Message(b"not json", message_id="m1"), "request.awaiting_review")
         await exchange.publish(

@@ -14,7 +14,9 @@ from aio_pika.abc import AbstractQueue
 from lapse_policy.app import build
 from lapse_policy.config import PolicySettings
 from lapse_shared.events import PolicyDecided, Requester, RequestSubmitted, RequestSubmittedData, utcnow
+from lapse_shared.messaging.publisher import to_message
 from lapse_shared.messaging.topology import EVENTS
+from tests.infra import Principals
 from tests.targets import PgTarget
 
 pytestmark = pytest.mark.integration
@@ -32,28 +34,40 @@ async def _get(queue: AbstractQueue, within: float = 5) -> aio_pika.abc.Abstract
 
 
 async def test_invalid_messages_land_in_the_dead_letter_queue_without_retries(
-    amqp_url: str, tmp_path: Path, database_url: str
+    amqp_url: str, tmp_path: Path, database_url: str, principals: Principals
 ) -> None:
     target = PgTarget("unused", database_url)
     policy_dir = target.write_policy_dir(tmp_path / "policies")
     app = build(
-        PolicySettings(amqp_url=amqp_url, policy_dir=policy_dir, token_file=ROOT / "examples" / "tokens.yaml")
+        PolicySettings(
+            amqp_url=principals.url("policy"),
+            broker_users=principals.broker_users,
+            policy_dir=policy_dir,
+            token_file=ROOT / "examples" / "tokens.yaml",
+        )
     )
+    # Published by the request service's user, the producer of request.submitted: the messages get
+    # past the publisher check and are judged on their contract.
+    producer = principals.broker_users["request"]
     with structlog.testing.capture_logs() as logs:
         async with app.router.lifespan_context(app):
             connection = await aio_pika.connect_robust(amqp_url)
-            async with connection:
+            request = await aio_pika.connect_robust(principals.url("request"))
+            async with connection, request:
                 channel = await connection.channel(publisher_confirms=True)
                 decided = await channel.declare_queue("decided-probe", exclusive=True)
-                events = await channel.get_exchange(EVENTS)
-                await decided.bind(events, routing_key="policy.decided")
+                await decided.bind(await channel.get_exchange(EVENTS), routing_key="policy.decided")
                 dlq = await channel.declare_queue("lapse.policy.submitted.dlq", passive=True)
+                events = await (await request.channel(publisher_confirms=True)).get_exchange(EVENTS)
 
                 await events.publish(
-                    aio_pika.Message(b"not json at all", message_id="m1"), "request.submitted"
+                    aio_pika.Message(b"not json at all", message_id="m1", user_id=producer),
+                    "request.submitted",
                 )
                 await events.publish(
-                    aio_pika.Message(b'{"type": "request.submitted", "data": {}}', message_id="m2"),
+                    aio_pika.Message(
+                        b'{"type": "request.submitted", "data": {}}', message_id="m2", user_id=producer
+                    ),
                     "request.submitted",
                 )
                 request_id = uuid.uuid4()
@@ -70,7 +84,7 @@ async def test_invalid_messages_land_in_the_dead_letter_queue_without_retries(
                         submitted_at=utcnow(),
                     ),
                 )
-                await events.publish(aio_pika.Message(good.model_dump_json().encode()), "request.submitted")
+                await events.publish(to_message(good, user_id=producer), "request.submitted")
 
                 parked = [await _get(dlq), await _get(dlq)]
                 assert sorted(m.message_id for m in parked if m) == ["m1", "m2"]

@@ -37,7 +37,10 @@ def deliveries(channel: FakeChannel, bodies: list[bytes]) -> list[Any]:
             body=b,
             channel=channel,
             delivery_tag=tag,
-            header=SimpleNamespace(properties=SimpleNamespace(message_id=str(tag))),
+            routing_key=json.loads(b).get("type", "x") if b.startswith(b"{") else "x",
+            header=SimpleNamespace(
+                properties=SimpleNamespace(message_id=str(tag), user_id="lapse-request", message_type=None)
+            ),
         )
         for tag, b in enumerate(bodies, 1)
     ]
@@ -48,7 +51,9 @@ class Recorder:
         self.failures, self.poison = failures, poison
         self.batches: list[list[str]] = []
 
-    async def __call__(self, events: Sequence[dict[str, Any]]) -> list[int | None]:
+    async def __call__(
+        self, events: Sequence[dict[str, Any]], published_by: Sequence[str | None] = ()
+    ) -> list[int | None]:
         if self.failures:
             raise self.failures.pop(0)
         if self.poison and any(e["id"] == self.poison for e in events):

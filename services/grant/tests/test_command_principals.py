@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from lapse_grant.config import GrantSettings
-from lapse_grant.consumers import untrusted
 from lapse_shared.messaging.publisher import amqp_username
 
 
@@ -21,25 +20,15 @@ def test_the_publishing_user_is_the_user_of_the_amqp_url(url: str, user: str) ->
     assert amqp_username(url) == user
 
 
-def test_by_default_only_the_services_own_user_is_trusted(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_by_default_only_the_request_services_user_is_trusted(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LAPSE_COMMAND_PRINCIPALS", raising=False)
-    settings = GrantSettings(amqp_url="amqp://lapse:secret@rabbit:5672/lapse")
-    assert settings.trusted_principals() == frozenset({"lapse"})
+    monkeypatch.delenv("LAPSE_BROKER_USERS", raising=False)
+    settings = GrantSettings(amqp_url="amqp://lapse-grant:secret@rabbit:5672/lapse")
+    assert settings.trusted_principals() == frozenset({"lapse-request"})
 
 
 def test_principals_come_from_the_environment_as_a_json_list(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LAPSE_COMMAND_PRINCIPALS", '["lapse-grant", "lapse-request"]')
-    assert GrantSettings().trusted_principals() == frozenset({"lapse-grant", "lapse-request"})
-
-
-def test_untrusted_names_the_principal_and_who_is_allowed() -> None:
-    allowed = frozenset({"lapse"})
-    assert untrusted("lapse", allowed) is None
-    reason = untrusted("billing", allowed)
-    assert reason is not None
-    assert "'billing'" in reason
-    assert "lapse" in reason
-    missing = untrusted(None, allowed)
-    assert missing is not None
-    assert "no AMQP user_id" in missing
-    assert untrusted("", allowed) == missing
+    monkeypatch.setenv("LAPSE_COMMAND_PRINCIPALS", '["soc-automation"]')
+    monkeypatch.setenv("LAPSE_BROKER_USERS", '{"request": "req"}')
+    assert GrantSettings().trusted_principals() == frozenset({"soc-automation", "req"})
+    assert GrantSettings().producers().allowed("grant.revoke") == frozenset({"soc-automation", "req"})

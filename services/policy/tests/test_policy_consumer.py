@@ -16,6 +16,7 @@ from lapse_policy.app import build
 from lapse_policy.config import PolicySettings
 from lapse_shared.events import PolicyDecided, Requester, RequestSubmitted, RequestSubmittedData
 from lapse_shared.messaging.topology import EVENTS
+from tests.infra import Principals, publish_as
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[3]
@@ -51,9 +52,12 @@ def _submitted(subject: str, groups: list[str], at: datetime, **more: object) ->
     )
 
 
-async def test_decisions_are_explained_flag_break_glass_and_use_the_submission_time(amqp_url: str) -> None:
+async def test_decisions_are_explained_flag_break_glass_and_use_the_submission_time(
+    amqp_url: str, principals: Principals
+) -> None:
     settings = PolicySettings(
-        amqp_url=amqp_url,
+        amqp_url=principals.url("policy"),
+        broker_users=principals.broker_users,
         policy_dir=ROOT / "examples" / "policies",
         token_file=ROOT / "examples" / "tokens.yaml",
     )
@@ -69,9 +73,7 @@ async def test_decisions_are_explained_flag_break_glass_and_use_the_submission_t
                 events = await channel.get_exchange(EVENTS)
                 await decided.bind(events, routing_key="policy.decided")
                 for event in (emergency, weekend):
-                    await events.publish(
-                        aio_pika.Message(event.model_dump_json().encode()), "request.submitted"
-                    )
+                    await publish_as(principals.url("request"), event, EVENTS)
                 replies = [PolicyDecided.model_validate_json((await _get(decided)).body) for _ in range(2)]
     by_request = {r.data.request_id: r.data for r in replies}
 

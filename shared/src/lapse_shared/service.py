@@ -27,6 +27,7 @@ from lapse_shared import tracing
 from lapse_shared.db.migrations import migrate, pending_versions
 from lapse_shared.db.outbox import OutboxRelay
 from lapse_shared.db.pool import create_pool, ensure_database
+from lapse_shared.events import SecurityMessageRejected
 from lapse_shared.http.identity import CurrentIdentity
 from lapse_shared.http.problems import (
     PROBLEM_BASE,
@@ -36,9 +37,10 @@ from lapse_shared.http.problems import (
     install_problem_handlers,
 )
 from lapse_shared.logging import configure_logging
-from lapse_shared.messaging.consumer import observing
+from lapse_shared.messaging.auth import RejectionLog, authenticating
+from lapse_shared.messaging.consumer import document_publishers, observing
 from lapse_shared.messaging.publisher import ConfirmingPublisher, amqp_username
-from lapse_shared.messaging.topology import declare_dead_letter_queue, declare_exchanges
+from lapse_shared.messaging.topology import EVENTS, declare_dead_letter_queue, declare_exchanges
 from lapse_shared.metrics import ServiceMetrics
 from lapse_shared.settings import ServiceSettings
 
@@ -78,8 +80,17 @@ class ServiceHost:
         self._tasks: list[asyncio.Task[None]] = []
         self.metrics = ServiceMetrics(name)
         self.metrics.start_at_zero(self._queues)
+        self.rejections = RejectionLog(
+            name,
+            self.metrics.registry,
+            settings.security_report_interval_seconds,
+            report=self._report_rejection,
+        )
+        # Before any handler: a message its publisher may not produce is never acted on.
+        broker.insert_middleware(authenticating(settings.producers(), self.rejections))
         # Outermost, so even a rejected message's log lines carry its trace id.
         broker.insert_middleware(observing(self.metrics))
+        document_publishers(broker, [SecurityMessageRejected])
         if schema is not None:
             self.metrics.add_refresher(self._refresh_outbox_metrics)
 
@@ -145,6 +156,12 @@ class ServiceHost:
                 with contextlib.suppress(Exception):
                     await self._channel.close()
                 await asyncio.sleep(0.5 * attempt)
+
+    async def _report_rejection(self, event: SecurityMessageRejected) -> None:
+        """Straight to the broker with a confirm, not through the outbox: the policy service has
+        no database, and a report must not wait on one. Rate-limited by `RejectionLog`."""
+        if self._publisher is not None:
+            await self._publisher.publish(event, exchange=EVENTS)
 
     def spawn(self, job: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run a background job for the life of the service; a crash is logged, not swallowed."""

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from lapse_shared.messaging.auth import DEFAULT_BROKER_USERS, Producers
+
 
 class ServiceSettings(BaseSettings):
     """Read from LAPSE_* environment variables; defaults suit the local quickstart."""
@@ -15,6 +17,16 @@ class ServiceSettings(BaseSettings):
 
     # The broker: vhost in the URL path, so a deployment (or a test run) is isolated by vhost.
     amqp_url: str = Field("amqp://guest:guest@127.0.0.1:5672/")
+    # Each Lapse service's own broker user (JSON: service -> AMQP user name; `python -m
+    # lapse_shared.messaging.broker_setup` creates them). A consumer accepts an event or command
+    # type only from the user of the service that produces it (RabbitMQ validates the AMQP
+    # `user_id`): request.* from `request`, policy.decided from `policy`, grant.* from `grant`.
+    # Anything else is refused. Every service must be given the same map.
+    broker_users: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_BROKER_USERS))
+    # A refused message is counted and logged every time, but reported to the audit trail (a
+    # `security.message_rejected` entry with the count suppressed meanwhile) at most once per
+    # (principal, type) in this many seconds, so a flood cannot grow the audit chain without bound.
+    security_report_interval_seconds: float = 600.0
     # The service's own database; each service owns one schema in it.
     database_url: str = Field("postgresql://postgres@127.0.0.1:5432/lapse")
     # Connection pool bounds: small, since every service runs several replicas at scale.
@@ -60,3 +72,7 @@ class ServiceSettings(BaseSettings):
     # Static bearer tokens (YAML: token -> subject, groups) for local use and tests; off unless set.
     # With OIDC as well, a token that parses as a JWT goes to OIDC and any other to this file.
     token_file: Path | None = None
+
+    def producers(self) -> Producers:
+        """Who may produce each message type; services that take commands add their principals."""
+        return Producers(broker_users=self.broker_users)

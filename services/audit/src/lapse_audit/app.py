@@ -17,7 +17,7 @@ from lapse_audit import api
 from lapse_audit.checkpoints import CheckpointSigner, load_private_key, public_key_b64
 from lapse_audit.config import AuditSettings
 from lapse_audit.handlers import AuditHandlers
-from lapse_audit.ingest import EVENTS_QUEUE, BatchIngest
+from lapse_audit.ingest import EVENTS_QUEUE, Authentication, BatchIngest
 from lapse_audit.repository import SCHEMA
 from lapse_audit.siem import SIEM_EXCHANGE, declare_stream
 from lapse_audit.siem_relay import SiemRelay
@@ -66,6 +66,7 @@ def build(settings: AuditSettings) -> FastAPI:
         batch_max=settings.ingest_batch_max,
         batch_wait_seconds=settings.ingest_batch_wait_seconds,
         metrics=host.metrics,
+        auth=Authentication(settings.producers(), host.rejections),
     )
     document_publishers(broker, [AuditCheckpoint])
     broker.publisher(

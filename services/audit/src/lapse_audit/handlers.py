@@ -38,17 +38,22 @@ class AuditHandlers:
         self._clock = clock
         self.signer = signer
 
-    async def record(self, event: Event) -> int | None:
+    async def record(self, event: Event, published_by: str | None = None) -> int | None:
         """Append the event to the chain; a redelivered event is not appended twice."""
-        seq = (await self.record_batch([event.model_dump(mode="json")]))[0]
+        seq = (await self.record_batch([event.model_dump(mode="json")], [published_by]))[0]
         if seq is None:
             log.info("duplicate event skipped", event_id=str(event.id), type=event.type)
         return seq
 
-    async def record_batch(self, events: Sequence[dict[str, Any]]) -> list[int | None]:
-        """Append events (JSON form) in order, in one transaction; None for each duplicate."""
+    async def record_batch(
+        self, events: Sequence[dict[str, Any]], published_by: Sequence[str | None] | None = None
+    ) -> list[int | None]:
+        """Append events (JSON form) in order, in one transaction; None for each duplicate.
+
+        `published_by`: the AMQP user that published each event, chained inside its entry.
+        """
         async with self._pool().acquire() as conn, conn.transaction():
-            seqs = await repository.append_batch(conn, events, self._clock())
+            seqs = await repository.append_batch(conn, events, self._clock(), published_by)
         duplicates = seqs.count(None)
         if duplicates:
             log.info("duplicate events skipped", count=duplicates)

@@ -11,6 +11,10 @@ with one multiple-ack. The guarantees stay those of every Lapse consumer:
 - a message that fails the envelope contract is rejected at once into `<queue>.dlq`;
 - a batch that fails for a reason in its data is retried message by message, so one bad event
   is retried (then dead-lettered by the delivery limit) without taking its neighbours along;
+- a message whose publisher may not produce its type (AMQP `user_id`, see
+  lapse_shared.messaging.auth) is not chained: it is dead-lettered, counted, and leaves at most
+  one `security.message_rejected` entry per (principal, type) per interval;
+- each entry records, inside its hash, the principal that published the event;
 - while the database is unreachable the batch is held and retried with backoff instead of being
   nacked, so an outage does not burn through the delivery limit and dead-letter good events.
 """
@@ -21,6 +25,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import aiormq
@@ -29,7 +34,8 @@ import structlog
 from aiormq.abc import DeliveredMessage
 from pydantic import ValidationError
 
-from lapse_shared.events import AuditCheckpoint, Event
+from lapse_shared.events import AuditCheckpoint, Event, SecurityMessageRejected
+from lapse_shared.messaging.auth import Producers, RejectionLog, refusal
 from lapse_shared.messaging.topology import EVENTS, queue_arguments
 from lapse_shared.metrics import ServiceMetrics
 
@@ -55,7 +61,16 @@ class AnyEvent(Event):
     data: dict[str, Any]
 
 
-Recorder = Callable[[Sequence[dict[str, Any]]], Awaitable[list[int | None]]]
+Recorder = Callable[[Sequence[dict[str, Any]], Sequence[str | None]], Awaitable[list[int | None]]]
+"""Chains events (JSON form) with the principal that published each."""
+
+
+@dataclass(frozen=True)
+class Authentication:
+    """Who may publish what, and where refusals are counted and reported."""
+
+    producers: Producers
+    rejections: RejectionLog
 
 
 class BatchIngest:
@@ -72,7 +87,10 @@ class BatchIngest:
         batch_wait_seconds: float = 0.02,
         queue: str = EVENTS_QUEUE,
         metrics: ServiceMetrics | None = None,
+        auth: Authentication | None = None,
     ) -> None:
+        # None: every publisher is trusted (only for tests of the batching itself).
+        self._auth = auth
         # Batches, not messages, are the handler here: one latency observation per batch.
         self._metrics = metrics
         self._url = amqp_url
@@ -168,9 +186,13 @@ class BatchIngest:
             self._metrics.handler_seconds.labels(self._queue).observe(time.perf_counter() - started)
 
     async def _process(self, batch: list[DeliveredMessage]) -> None:
-        chained: list[tuple[DeliveredMessage, dict[str, Any]]] = []
+        chained: list[tuple[DeliveredMessage | None, dict[str, Any], str | None]] = []
         skipped: list[DeliveredMessage] = []
         for message in batch:
+            user_id = message.header.properties.user_id
+            if await self._refused(message, user_id):
+                await self._settle(message.channel.basic_reject(_tag(message), requeue=False))
+                continue
             try:
                 event = AnyEvent.model_validate_json(message.body)
             except ValidationError as exc:
@@ -179,7 +201,10 @@ class BatchIngest:
             if event.type == AuditCheckpoint.TYPE:
                 skipped.append(message)  # our own checkpoints attest to the chain; never chained
                 continue
-            chained.append((message, event.model_dump(mode="json")))
+            if event.type == SecurityMessageRejected.TYPE and not self._security_entry_due(event, user_id):
+                skipped.append(message)  # counted, but the chain takes one per key per interval
+                continue
+            chained.append((message, event.model_dump(mode="json"), user_id))
         # Settled one by one before the batch's multiple-ack, which would otherwise cover them
         # too and make these acks name an unknown delivery tag (a channel error).
         for message in skipped:
@@ -187,14 +212,51 @@ class BatchIngest:
         if chained:
             await self._record_all(chained)
         if self._metrics is not None:
-            self._metrics.handled.labels(self._queue).inc(len(chained) + len(skipped))
-            self._metrics.failed.labels(self._queue).inc(len(batch) - len(chained) - len(skipped))
+            handled = sum(1 for message, _, _ in chained if message is not None) + len(skipped)
+            self._metrics.handled.labels(self._queue).inc(handled)
+            self._metrics.failed.labels(self._queue).inc(len(batch) - handled)
 
-    async def _record_all(self, chained: list[tuple[DeliveredMessage, dict[str, Any]]]) -> None:
+    async def _refused(self, message: DeliveredMessage, user_id: str | None) -> bool:
+        """Whether its publisher may not send it. A refusal is counted and logged; the audit's
+        `security.message_rejected` report (rate-limited) comes back through this queue and is
+        chained like any event."""
+        if self._auth is None:
+            return False
+        message_type, reason = refusal(
+            self._auth.producers,
+            user_id=user_id,
+            property_type=message.header.properties.message_type,
+            routing_key=message.routing_key,
+            body=message.body,
+        )
+        if reason is None:
+            return False
+        await self._auth.rejections.rejected_message(
+            queue=self._queue,
+            message_type=message_type,
+            user_id=user_id,
+            reason=reason,
+            message_id=message.header.properties.message_id,
+        )
+        return True
+
+    def _security_entry_due(self, event: AnyEvent, user_id: str | None) -> bool:
+        """A service's report of a refusal is chained at most once per key per interval too: a
+        compromised service user must not grow the chain by sending reports."""
+        if self._auth is None:
+            return True
+        rejections = self._auth.rejections
+        principal = rejections.principal_label(str(event.data.get("principal") or ""))
+        message_type = rejections.type_label(str(event.data.get("message_type") or ""))
+        return rejections.due(f"{user_id}:{principal}", message_type) is not None
+
+    async def _record_all(
+        self, chained: list[tuple[DeliveredMessage | None, dict[str, Any], str | None]]
+    ) -> None:
         backoff = 0.5
         while True:
             try:
-                await self._record([event for _, event in chained])
+                await self._record([event for _, event, _ in chained], [user for _, _, user in chained])
                 break
             except _TRANSIENT as exc:
                 log.warning("database unavailable; holding the batch", error=str(exc), retry_in=backoff)
@@ -204,19 +266,25 @@ class BatchIngest:
                 log.warning("audit batch failed; retrying event by event", error=str(exc), size=len(chained))
                 await self._one_by_one(chained)
                 return
-        # Every delivery up to the last of this batch is settled by this one frame.
-        last = chained[-1][0]
-        await self._settle(last.channel.basic_ack(_tag(last), multiple=True))
+        # Every delivery up to the last of this batch is settled by this one frame (security
+        # entries the audit wrote itself have no delivery: their message was rejected already).
+        delivered = [message for message, _, _ in chained if message is not None]
+        if delivered:
+            await self._settle(delivered[-1].channel.basic_ack(_tag(delivered[-1]), multiple=True))
 
-    async def _one_by_one(self, chained: list[tuple[DeliveredMessage, dict[str, Any]]]) -> None:
-        for message, event in chained:
+    async def _one_by_one(
+        self, chained: list[tuple[DeliveredMessage | None, dict[str, Any], str | None]]
+    ) -> None:
+        for message, event, user in chained:
             try:
-                await self._record([event])
+                await self._record([event], [user])
             except Exception as exc:  # noqa: BLE001 - retried, then dead-lettered by the delivery limit
                 log.error("event not recorded; it will be retried", event_id=event.get("id"), error=str(exc))
-                await self._settle(message.channel.basic_nack(_tag(message), requeue=True))
+                if message is not None:
+                    await self._settle(message.channel.basic_nack(_tag(message), requeue=True))
             else:
-                await self._settle(message.channel.basic_ack(_tag(message)))
+                if message is not None:
+                    await self._settle(message.channel.basic_ack(_tag(message)))
 
     async def _reject(self, message: DeliveredMessage, exc: ValidationError) -> None:
         log.error(

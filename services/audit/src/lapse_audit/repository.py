@@ -33,6 +33,7 @@ _LOG_COLUMNS = (
     "hash",
     "principal",
     "resource",
+    "published_by",
 )
 
 
@@ -40,8 +41,13 @@ async def append_batch(
     conn: asyncpg.Connection,
     events: Sequence[dict[str, Any]],
     recorded_at: datetime,
+    published_by: Sequence[str | None] | None = None,
 ) -> list[int | None]:
     """Chain `events` in order after the current head; None for an event id already in the log.
+
+    `published_by` names the broker user that published each event (RabbitMQ-validated AMQP
+    `user_id`); it is part of the hashed entry, so it cannot be changed afterwards. Entries made
+    before it was recorded simply lack the key, and verify as they always did.
 
     Call inside a transaction: the advisory lock is held until it commits, and the NOTIFY that
     wakes the SIEM relay is delivered only then.
@@ -57,13 +63,17 @@ async def append_batch(
     stamp = recorded_at.isoformat()
     rows: list[tuple[Any, ...]] = []
     result: list[int | None] = []
-    for event_id, event in zip(ids, events, strict=True):
+    publishers = list(published_by) if published_by is not None else [None] * len(events)
+    for event_id, event, publisher in zip(ids, events, publishers, strict=True):
         if event_id in seen:
             result.append(None)
             continue
         seen.add(event_id)
         seq += 1
-        entry = canonical({"seq": seq, "event_id": str(event_id), "recorded_at": stamp, "event": event})
+        body: dict[str, Any] = {"seq": seq, "event_id": str(event_id), "recorded_at": stamp, "event": event}
+        if publisher is not None:
+            body["published_by"] = publisher
+        entry = canonical(body)
         digest = entry_hash(prev_hash, entry)
         rows.append(
             (
@@ -79,6 +89,7 @@ async def append_batch(
                 digest,
                 facets.principal(event),
                 facets.resource(event),
+                publisher,
             )
         )
         prev_hash = digest

@@ -61,7 +61,6 @@ class GrantHost(ServiceHost):
             self.handlers,
             settings.delivery_limit,
             settings.expire_prefetch,
-            settings.trusted_principals(),
         )
 
     def _check_targets(self, catalogue: CatalogueSource) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from lapse_shared.durations import Duration
-from lapse_shared.messaging.publisher import amqp_username
+from lapse_shared.messaging.auth import Producers
 from lapse_shared.settings import ServiceSettings
 
 
@@ -47,12 +47,17 @@ class GrantSettings(ServiceSettings):
     reconcile_interval_seconds: float = 300.0
     drift_lookback_hours: float = 24.0 * 7
     # AMQP users (the `user_id` RabbitMQ checks on each message) whose grant.revoke commands are
-    # obeyed: a revoke from anyone else is dead-lettered. None: the user of LAPSE_AMQP_URL, i.e.
-    # the Lapse services themselves (the request service publishes releases from its outbox).
-    command_principals: list[str] | None = None
+    # obeyed besides the request service's own broker user (it publishes releases and break-glass
+    # denials from its outbox, so it is always trusted): a revoke from anyone else is dead-lettered.
+    command_principals: list[str] = []
+    # The grant API's port (kill switch, credentials, health, metrics).
     http_port: int = 8082
 
     def trusted_principals(self) -> frozenset[str]:
-        if self.command_principals is not None:
-            return frozenset(self.command_principals)
-        return frozenset([amqp_username(self.amqp_url)])
+        request_user = self.broker_users.get("request")
+        return frozenset(self.command_principals) | (
+            frozenset([request_user]) if request_user else frozenset()
+        )
+
+    def producers(self) -> Producers:
+        return Producers(broker_users=self.broker_users, command_principals=self.trusted_principals())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import structlog
-from faststream.exceptions import RejectMessage
 from faststream.rabbit import Channel, RabbitBroker
 
 from lapse_grant.handlers import GrantHandlers
@@ -23,7 +22,6 @@ from lapse_shared.messaging import delay
 from lapse_shared.messaging.consumer import (
     consumer_queue,
     document_publishers,
-    publisher_user_id,
     topic_exchange,
 )
 from lapse_shared.messaging.topology import COMMANDS, EVENTS
@@ -37,25 +35,11 @@ QUEUES = [APPROVED_QUEUE, EXPIRE_QUEUE, REVOKE_QUEUE, START_QUEUE]
 log = structlog.get_logger("lapse.grant")
 
 
-def untrusted(user_id: str | None, principals: frozenset[str]) -> str | None:
-    """Why a command from AMQP `user_id` is refused, or None when it comes from a trusted principal.
-
-    RabbitMQ refuses a message whose `user_id` is not the publishing connection's user, so a
-    `user_id` that is set names who published; one that is missing names nobody.
-    """
-    if not user_id:
-        return "the message has no AMQP user_id, so its publisher is unknown"
-    if user_id not in principals:
-        return f"principal '{user_id}' may not send this command (allowed: {', '.join(sorted(principals))})"
-    return None
-
-
 def register(
     broker: RabbitBroker,
     handlers: GrantHandlers,
     delivery_limit: int,
     expire_prefetch: int,
-    command_principals: frozenset[str],
 ) -> None:
     @broker.subscriber(
         consumer_queue(APPROVED_QUEUE, "request.approved", delivery_limit),
@@ -90,17 +74,7 @@ def register(
         " anything else is dead-lettered.",
     )
     async def on_grant_revoke(command: GrantRevoke) -> None:
-        user_id = publisher_user_id()
-        refused = untrusted(user_id, command_principals)
-        if refused is not None:
-            log.error(
-                "command rejected: untrusted publisher; parked in the dead-letter queue",
-                command_type=command.type,
-                message_id=str(command.id),
-                principal=user_id,
-                reason=refused,
-            )
-            raise RejectMessage()
+        # Who published it was checked before this runs (lapse_shared.messaging.auth).
         data = command.data
         with structlog.contextvars.bound_contextvars(correlation_id=str(command.correlation_id)):
             await handlers.kill_switch(

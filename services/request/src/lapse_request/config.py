@@ -6,6 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from lapse_shared.durations import Duration
+from lapse_shared.messaging.auth import Producers
 from lapse_shared.settings import ServiceSettings
 
 
@@ -26,3 +27,6 @@ class RequestSettings(ServiceSettings):
     # AMQP users (RabbitMQ checks the `user_id` property) whose request.submit commands are
     # accepted; the policy then decides what each may ask for and on whose behalf.
     submit_principals: list[str] = []
+
+    def producers(self) -> Producers:
+        return Producers(broker_users=self.broker_users, submit_principals=frozenset(self.submit_principals))

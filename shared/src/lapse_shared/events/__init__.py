@@ -56,6 +56,7 @@ from lapse_shared.events.request import (
     RequestSubmittedData,
     ReviewVerdict,
 )
+from lapse_shared.events.security import SecurityMessageRejected, SecurityMessageRejectedData
 
 EVENT_TYPES: tuple[type[Event], ...] = (
     RequestSubmit,
@@ -79,6 +80,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     GrantDriftDetected,
     GrantRevoke,
     AuditCheckpoint,
+    SecurityMessageRejected,
 )
 """Every type in the contract; JSON Schemas are generated from this list."""
 
@@ -136,5 +138,7 @@ __all__ = [
     "ReviewVerdict",
     "RevokeCause",
     "RuleMatch",
+    "SecurityMessageRejected",
+    "SecurityMessageRejectedData",
     "utcnow",
 ]

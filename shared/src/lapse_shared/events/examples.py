@@ -82,6 +82,7 @@ from lapse_shared.events.request import (
     RequestSubmittedData,
     ReviewVerdict,
 )
+from lapse_shared.events.security import SecurityMessageRejected, SecurityMessageRejectedData
 
 
 class Example(NamedTuple):
@@ -607,9 +608,40 @@ def _audit_examples() -> list[Example]:
     ]
 
 
+def _security_examples() -> list[Example]:
+    return [
+        Example(
+            "forged-approval-refused",
+            "The grant service refuses request.approved events published with the notifier's broker"
+            " credentials; 41 more were counted since the last entry.",
+            SecurityMessageRejected(
+                id=_event_id(50),
+                source="lapse/grant",
+                time=_at(130),
+                subject="security",
+                correlation_id=uuid.UUID("00000000-0000-4000-8000-00000000c0de"),
+                data=SecurityMessageRejectedData(
+                    service="grant",
+                    queue="lapse.grant.approved",
+                    message_type="request.approved",
+                    principal="lapse-notifier",
+                    reason="principal 'lapse-notifier' may not publish request.approved",
+                    message_id="3f8c2a10-5b7e-4d0a-9c61-2e4f8a7b9d01",
+                    suppressed=41,
+                ),
+            ),
+        ),
+    ]
+
+
 def event_examples() -> dict[str, Example]:
     """One example per event and command type, keyed by type (e.g. `grant.activated`)."""
     every = (
-        _request_examples() + _command_examples() + _policy_examples() + _grant_examples() + _audit_examples()
+        _request_examples()
+        + _command_examples()
+        + _policy_examples()
+        + _grant_examples()
+        + _audit_examples()
+        + _security_examples()
     )
     return {example.event.TYPE: example for example in every}
