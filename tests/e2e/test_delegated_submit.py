@@ -20,6 +20,7 @@ import yaml
 
 from tests.e2e.conftest import ADMIN, auth, running
 from tests.e2e.test_lifecycle import wait_for
+from tests.infra import Principals
 from tests.processes import ServiceProcesses
 from tests.targets import PgTarget
 
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def delegating(
-    tmp_path: Path, amqp_url: str, database_url: str, pg_target: PgTarget
+    tmp_path: Path, principals: Principals, database_url: str, pg_target: PgTarget
 ) -> Iterator[ServiceProcesses]:
     policy_dir = pg_target.write_policy_dir(tmp_path / "policies")
     rules = yaml.safe_load((policy_dir / "rules.yaml").read_text())
@@ -46,7 +47,7 @@ def delegating(
     (policy_dir / "rules.yaml").write_text(yaml.safe_dump(rules))
     yield from running(
         tmp_path,
-        amqp_url,
+        principals,
         database_url,
         policy_dir,
         [(ADMIN, "sam", ["lapse-admins"])],

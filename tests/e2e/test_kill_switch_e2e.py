@@ -18,6 +18,7 @@ from tests.e2e.conftest import REVIEW_BOB as BOB
 from tests.e2e.conftest import REVIEW_SAM as SAM
 from tests.e2e.conftest import auth, running
 from tests.e2e.test_lifecycle import wait_for
+from tests.infra import Principals
 from tests.processes import ServiceProcesses
 from tests.targets import PgTarget
 
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def long_grants(
-    tmp_path: Path, amqp_url: str, database_url: str, pg_target: PgTarget
+    tmp_path: Path, principals: Principals, database_url: str, pg_target: PgTarget
 ) -> Iterator[ServiceProcesses]:
     """Developers get up to 60 days at once; break-glass access is reviewed by a DBA afterwards."""
     policy_dir = pg_target.write_policy_dir(tmp_path / "policies", max_duration="60d")
@@ -55,7 +56,7 @@ def long_grants(
     )
     yield from running(
         tmp_path,
-        amqp_url,
+        principals,
         database_url,
         policy_dir,
         [(ALICE, "alice", ["developers"]), (BOB, "bob", ["dba"]), (SAM, "sam", ["lapse-admins"])],

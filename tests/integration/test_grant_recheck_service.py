@@ -20,16 +20,20 @@ from lapse_shared.catalogue import PolicyDirError
 from lapse_shared.events import RequestApproved, RequestApprovedData, utcnow
 from lapse_shared.messaging.publisher import to_message
 from lapse_shared.messaging.topology import EVENTS
+from tests.infra import Principals
 from tests.targets import PgTarget
 
 pytestmark = pytest.mark.integration
 
 
-def settings(amqp_url: str, database_url: str, policy_dir: Path, tmp_path: Path) -> GrantSettings:
+def settings(
+    amqp_url: str, database_url: str, policy_dir: Path, tmp_path: Path, broker_users: dict[str, str]
+) -> GrantSettings:
     tokens = tmp_path / "tokens.yaml"
     tokens.write_text(yaml.safe_dump({"tokens": []}))
     return GrantSettings(
         amqp_url=amqp_url,
+        broker_users=broker_users,
         database_url=database_url,
         policy_dir=policy_dir,
         token_file=tokens,
@@ -39,15 +43,18 @@ def settings(amqp_url: str, database_url: str, policy_dir: Path, tmp_path: Path)
 
 @pytest.fixture
 async def grant_service(
-    amqp_url: str, database_url: str, pg_target: PgTarget, tmp_path: Path
+    principals: Principals, database_url: str, pg_target: PgTarget, tmp_path: Path
 ) -> AsyncIterator[None]:
-    app = build(settings(amqp_url, database_url, pg_target.write_policy_dir(tmp_path / "p"), tmp_path))
+    policy_dir = pg_target.write_policy_dir(tmp_path / "p")
+    app = build(
+        settings(principals.url("grant"), database_url, policy_dir, tmp_path, principals.broker_users)
+    )
     async with app.router.lifespan_context(app):
         yield
 
 
 async def test_a_forged_approval_for_a_predefined_role_is_refused_by_the_running_service(
-    grant_service: None, amqp_url: str, database_url: str, pg_target: PgTarget
+    grant_service: None, principals: Principals, amqp_url: str, database_url: str, pg_target: PgTarget
 ) -> None:
     request_id = uuid.uuid4()
     forged = RequestApproved.create(
@@ -64,15 +71,18 @@ async def test_a_forged_approval_for_a_predefined_role_is_refused_by_the_running
             policy_version="v",
         ),
     )
-    connection = await aio_pika.connect_robust(amqp_url)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        events = await channel.get_exchange(EVENTS)
+    listener = await aio_pika.connect_robust(amqp_url)
+    # Published as the request service's own broker user, which the producer check lets through:
+    # what a compromised request service could send. The grant service must refuse it itself.
+    publisher = await aio_pika.connect_robust(principals.url("request"))
+    async with listener, publisher:
+        channel = await listener.channel()
         probe = await channel.declare_queue("failed-probe", exclusive=True)
-        await probe.bind(events, routing_key="grant.failed")
-        # Published as the broker user every shipped deployment gives all services: what a
-        # compromised notifier could send.
-        await events.publish(to_message(forged, user_id="guest"), routing_key=forged.type)
+        await probe.bind(await channel.get_exchange(EVENTS), routing_key="grant.failed")
+        events = await (await publisher.channel(publisher_confirms=True)).get_exchange(EVENTS)
+        await events.publish(
+            to_message(forged, user_id=principals.broker_users["request"]), routing_key=forged.type
+        )
         message = None
         for _ in range(600):  # a generous bound, so a broken service fails the test, not hangs it
             message = await probe.get(fail=False)
@@ -101,4 +111,4 @@ def test_the_service_refuses_to_start_on_a_catalogue_offering_a_predefined_role(
     resources["resources"][0]["roles"].append("pg_execute_server_program")
     (directory / "resources.yaml").write_text(yaml.safe_dump(resources))
     with pytest.raises(PolicyDirError, match="'pg_execute_server_program' is a PostgreSQL predefined role"):
-        build(settings(amqp_url, database_url, directory, tmp_path))
+        build(settings(amqp_url, database_url, directory, tmp_path, {}))
