@@ -127,7 +127,12 @@ class Management:
         return response
 
     def user_exists(self, user: str) -> bool:
-        return self._client.get(f"/users/{quote(user, safe='')}").status_code == 200
+        response = self._client.get(f"/users/{quote(user, safe='')}")
+        if response.status_code == 404:
+            return False
+        # Anything else but 200 (401: wrong administrator credentials) must not read as "missing".
+        response.raise_for_status()
+        return True
 
     def put_user(self, user: str, password: str, tags: str = "") -> None:
         self._call("PUT", f"/users/{quote(user, safe='')}", {"password": password, "tags": tags})
@@ -225,6 +230,19 @@ def main(argv: list[str] | None = None) -> None:
             passwords,
             submitters=args.submitter,
             siem_readers=args.siem_reader,
+        )
+    except httpx.TransportError as exc:
+        where = urlsplit(args.management_url)
+        sys.exit(
+            f"error: cannot reach the RabbitMQ management API at {where.hostname}:{where.port} ({exc})."
+            " Enable it with `rabbitmq-plugins enable rabbitmq_management`, or set"
+            " LAPSE_BROKER_MANAGEMENT_URL."
+        )
+    except httpx.HTTPStatusError as exc:
+        sys.exit(
+            f"error: the RabbitMQ management API answered {exc.response.status_code} to"
+            f" {exc.request.method} {exc.request.url.path}: {exc.response.text[:300]}"
+            " (LAPSE_BROKER_MANAGEMENT_URL must name an administrator)."
         )
     finally:
         management.close()
