@@ -381,3 +381,34 @@ async def test_cli_tail_follows_the_stream_from_an_offset(audit: FastAPI, amqp_u
     assert [r[4] for r in rows] == [e["type"] for e in events]
     assert rows[3][3] == "User Access Management: Assign Privileges"
     assert rows[3][5] == "erin"
+
+
+async def test_a_deeply_nested_body_is_dead_lettered_alone_and_its_neighbours_are_chained(
+    audit: FastAPI, amqp_url: str
+) -> None:
+    # Attack: JSON nested thousands deep made the publisher check's json.loads raise
+    # RecursionError; the whole batch was nacked with it, again and again, until the delivery
+    # limit dead-lettered the good events around it: one message erased real events from the trail.
+    events = lifecycle()
+    bodies, keys = encode(events)
+    nested = b'{"type": "request.submitted", "data": {"x": ' + b"[" * 5000 + b"]" * 5000 + b"}}"
+    bodies = [bodies[0], nested, *bodies[1:]]
+    keys = [keys[0], "request.submitted", *keys[1:]]
+    await publish(audit, bodies, keys)
+    await chain_length(audit, len(events))
+    rows = await audit.state.host.pool.fetch("SELECT event_id::text AS id FROM audit.log ORDER BY seq")
+    assert [r["id"] for r in rows] == [e["id"] for e in events]
+
+    connection = await aio_pika.connect_robust(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        dlq = await channel.declare_queue("lapse.audit.events.dlq", passive=True)
+        for _ in range(100):
+            parked = await dlq.get(fail=False)
+            if parked is not None:
+                break
+            await asyncio.sleep(0.1)
+        assert parked is not None, "the nested message was not dead-lettered"
+        await parked.ack()
+        assert parked.body == nested
+        assert parked.headers["x-first-death-reason"] == "rejected", "it looped until the delivery limit"

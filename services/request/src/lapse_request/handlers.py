@@ -431,5 +431,5 @@ def _command_id(body: bytes) -> uuid.UUID | None:
     try:
         raw = json.loads(body)
         return uuid.UUID(str(raw["id"])) if isinstance(raw, dict) else None
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):  # nested too deep: unreadable
         return None

@@ -69,7 +69,9 @@ def body_type(body: bytes) -> str | None:
     """The `type` of a JSON body, None when the body is not a JSON object with a string type."""
     try:
         parsed = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
+        # JSON nested deeper than the interpreter's stack raises RecursionError: it must count as
+        # unreadable, not escape (the audit's ingest nacked a whole batch with it, forever).
         return None
     value = parsed.get("type") if isinstance(parsed, dict) else None
     return value if isinstance(value, str) else None
