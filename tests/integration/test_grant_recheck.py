@@ -332,6 +332,36 @@ async def test_the_reconciler_removes_access_that_lands_after_a_grant_failed(env
     assert (drift["data"]["kind"], drift["data"]["repaired"]) == ("unexpected", True)
 
 
+@pytest.mark.parametrize("change", ["resource removed", "role withdrawn"])
+async def test_the_reconciler_does_not_give_back_a_role_the_catalogue_no_longer_offers(
+    env: Env, infra: Infra, change: str
+) -> None:
+    # Attack (careless operator's view): a role found too powerful is withdrawn from the catalogue
+    # and a DBA removes the memberships by hand. The drift reconciler saw an active grant whose
+    # access was "missing" and granted it again without the catalogue check every other grant
+    # call makes: the withdrawn role came back, every reconcile interval, until the grant expired.
+    alice = env.target.member("alice")
+    grant_id = await env.approve(seconds=3600)
+    assert (await env.state(grant_id))["state"] == "active"
+    if change == "resource removed":
+        env.write_catalogue(with_test_db=False)
+    else:
+        other = f"{env.target.prefix}_other"
+        await execute_sql(infra.admin_database_url, f'CREATE ROLE "{other}"')
+        env.extra_roles.append(other)
+        env.write_catalogue([other])
+    await asyncio.sleep(1.1)  # the catalogue is re-read at most once a second
+    conn = await asyncpg.connect(env.target.database_url)
+    try:
+        await conn.execute(f'REVOKE "{env.target.reader}" FROM "{alice}"')
+    finally:
+        await conn.close()
+
+    await env.handlers.reconcile_once(3600)
+
+    assert not await env.member_of(alice, env.target.reader), "the reconciler re-granted a withdrawn role"
+
+
 # -- the least-privilege provisioning role of docs/security.md -----------------------------------
 
 
