@@ -27,7 +27,8 @@ from lapse_audit.checkpoints import private_key_pem, public_key_b64
 from lapse_audit.config import AuditSettings
 from lapse_audit.handlers import AuditHandlers
 from lapse_cli.main import app as cli
-from lapse_shared.messaging.auth import OWNER_BY_PREFIX
+from lapse_shared.messaging.auth import OWNER_BY_PREFIX, security_event
+from lapse_shared.messaging.broker_setup import Grants
 from lapse_shared.messaging.topology import EVENTS
 from services.audit.tests.events import T0, lifecycle
 from tests.infra import Principals
@@ -412,3 +413,52 @@ async def test_a_deeply_nested_body_is_dead_lettered_alone_and_its_neighbours_ar
         await parked.ack()
         assert parked.body == nested
         assert parked.headers["x-first-death-reason"] == "rejected", "it looped until the delivery limit"
+
+
+async def test_forged_reports_from_a_lapse_service_cannot_hide_who_forged_a_message(
+    audit: FastAPI, amqp_url: str
+) -> None:
+    # Attack: a compromised notifier (any Lapse service user may publish security reports) sent
+    # reports naming 70 made-up principals. The audit put each one into its bounded set of
+    # principal labels; once the 64 were taken, the audit's own report of a real forgery named
+    # its publisher `other`: the trail no longer said who forged the approval.
+    principals: Principals = audit.state.test_principals
+    connection = await aio_pika.connect_robust(principals.url("notifier"))
+    async with connection:
+        exchange = await (await connection.channel(publisher_confirms=True)).get_exchange(EVENTS)
+        for n in range(70):
+            report = security_event(
+                service="notifier",
+                queue="lapse.notifier.events",
+                message_type="request.approved",
+                principal=f"made-up-{n}",
+                reason="forged report",
+                message_id=None,
+                suppressed=0,
+            )
+            body = report.model_dump_json().encode()
+            await exchange.publish(
+                aio_pika.Message(body, user_id=principals.broker_users["notifier"]), report.TYPE
+            )
+    await chain_length(audit, 1)
+
+    mallory_url = principals.add_user("mallory", Grants(".*", ".*", ".*"))
+    mallory = f"{principals.prefix}-mallory"
+    forged = lifecycle()[2]
+    connection = await aio_pika.connect_robust(mallory_url)
+    async with connection:
+        exchange = await (await connection.channel(publisher_confirms=True)).get_exchange(EVENTS)
+        await exchange.publish(aio_pika.Message(json.dumps(forged).encode(), user_id=mallory), forged["type"])
+
+    pool = audit.state.host.pool
+    for _ in range(150):
+        rows = await pool.fetch(
+            "SELECT entry FROM audit.log WHERE type = 'security.message_rejected' AND published_by = $1",
+            principals.broker_users["audit"],
+        )
+        if rows:
+            break
+        await asyncio.sleep(0.1)
+    assert rows, "the audit did not report the forged event"
+    [report_entry] = [json.loads(r["entry"]) for r in rows]
+    assert report_entry["event"]["data"]["principal"] == mallory
