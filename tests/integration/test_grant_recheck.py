@@ -362,6 +362,47 @@ async def test_the_reconciler_does_not_give_back_a_role_the_catalogue_no_longer_
     assert not await env.member_of(alice, env.target.reader), "the reconciler re-granted a withdrawn role"
 
 
+async def test_a_subject_naming_a_group_role_is_not_granted_to_its_members(env: Env, infra: Infra) -> None:
+    # Attack: a delegated submitter (or an identity provider's odd subject) asked on behalf of
+    # "team", whose member name is a group role bob is a member of. GRANT reader TO team gave
+    # bob, who asked for nothing, the role through his membership: one approval for one subject
+    # reached everyone in the group.
+    team = env.target.member("team")
+    bob = env.target.member("bob")
+    await execute_sql(infra.admin_database_url, f'CREATE ROLE "{team}" NOLOGIN', f'GRANT "{team}" TO "{bob}"')
+    env.extra_roles.append(team)
+
+    grant_id = await env.approve(subject="team")
+    await _assert_refused(env, grant_id, "other roles are members of")
+    assert not await env.member_of(team, env.target.reader)
+
+
+async def test_a_subject_naming_a_predefined_role_is_not_granted(env: Env) -> None:
+    # Attack: the same with a member name that is a predefined role: GRANT reader TO pg_monitor
+    # reaches every monitoring agent (PostgreSQL 15 allows it to a CREATEROLE provisioning role).
+    target = dict(env.target.target, member_format="pg_{subject}")
+    resources = [
+        {
+            "name": "test-db",
+            "provider": "postgres-role",
+            "target": target,
+            "roles": [env.target.reader],
+            "max_duration": "1h",
+        }
+    ]
+    (env.policy_dir / "resources.yaml").write_text(yaml.safe_dump({"resources": resources}))
+    await asyncio.sleep(1.1)  # the catalogue is re-read at most once a second
+    try:
+        grant_id = await env.approve(subject="monitor")
+        await _assert_refused(env, grant_id, "predefined")
+        assert not await env.member_of("pg_monitor", env.target.reader)
+    finally:
+        await execute_sql(
+            env.target.database_url.rsplit("/", 1)[0] + "/postgres",
+            f'REVOKE "{env.target.reader}" FROM pg_monitor',
+        )
+
+
 # -- the least-privilege provisioning role of docs/security.md -----------------------------------
 
 
