@@ -133,3 +133,23 @@ async def test_a_submit_command_with_an_absurd_duration_is_answered_with_request
     assert refused is not None
     assert "duration" in refused
     assert await outbox_types(pool) == ["request.rejected"]
+
+
+@pytest.mark.parametrize("field", ["reason", "on_behalf_of", "ticket"])
+async def test_a_submit_command_with_a_nul_character_is_answered_with_request_rejected(
+    pool: asyncpg.Pool, catalogue: CatalogueSource, target: PgTarget, field: str
+) -> None:
+    # Attack: a submitter put a NUL character in a text field. PostgreSQL cannot store one in
+    # text, so the insert raised: no request.rejected answered the command, the consumer retried
+    # it until the delivery limit (and over HTTP, a reason with NUL was a 500).
+    rules = WorkflowRules(submit_principals=frozenset({"deploy-bot"}))
+    handlers = RequestHandlers(lambda: pool, catalogue, rules=rules)
+    data = RequestSubmitData(resource="test-db", role=target.reader, duration_seconds=60, reason="ok")
+    value = "nul\x00here"
+    command = RequestSubmit.create(
+        source="deploy-bot", request_id=uuid.uuid4(), data=data.model_copy(update={field: value})
+    )
+    refused = await handlers.on_submit_command(command.model_dump_json().encode(), "deploy-bot")
+    assert refused is not None
+    assert "NUL" in refused
+    assert await outbox_types(pool) == ["request.rejected"]
