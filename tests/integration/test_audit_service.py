@@ -369,7 +369,7 @@ async def test_cli_tail_follows_the_stream_from_an_offset(audit: FastAPI, amqp_u
     events = lifecycle(requester="erin")
     await publish(audit, *encode(events))
     await read_stream(amqp_url, len(events))  # they are on the stream
-    runner = CliRunner()
+    runner = CliRunner(env={"LAPSE_BROKER_USERS": json.dumps(audit.state.test_principals.broker_users)})
     args = ["audit", "tail", "--offset", "first", "--count", str(len(events)), "--amqp-url", amqp_url]
     raw = await asyncio.to_thread(runner.invoke, cli, [*args, "--json"])
     assert raw.exit_code == 0, raw.output
@@ -462,3 +462,57 @@ async def test_forged_reports_from_a_lapse_service_cannot_hide_who_forged_a_mess
     assert rows, "the audit did not report the forged event"
     [report_entry] = [json.loads(r["entry"]) for r in rows]
     assert report_entry["event"]["data"]["principal"] == mallory
+
+
+async def test_a_record_forged_onto_the_siem_stream_is_told_apart_and_not_shown_by_tail(
+    audit: FastAPI, amqp_url: str
+) -> None:
+    # Attack: a broker user with write on the SIEM exchange (what the attacker has)
+    # published a made-up OCSF record onto the stream. The relay's own records carried no
+    # user_id, so nothing told them apart: a SIEM, and `lapse audit tail`, took the forgery for
+    # an audit record.
+    principals: Principals = audit.state.test_principals
+    mallory_url = principals.add_user("siem-forger", Grants(".*", ".*", ".*"))
+    mallory = f"{principals.prefix}-siem-forger"
+    events = lifecycle(requester="frank")
+    await publish(audit, *encode(events[:2]))
+    await read_stream(amqp_url, 2)
+    fake = {"metadata": {"uid": "forged-record", "sequence": 0}, "type_name": "forged", "time": 0}
+    connection = await aio_pika.connect_robust(mallory_url)
+    async with connection:
+        exchange = await (await connection.channel(publisher_confirms=True)).get_exchange("lapse.siem")
+        await exchange.publish(aio_pika.Message(json.dumps(fake).encode(), user_id=mallory), "ocsf.3005")
+    await publish(audit, *encode(events[2:]))
+    await read_stream(amqp_url, len(events) + 1)
+
+    connection = await aio_pika.connect_robust(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=100)
+        queue = await channel.declare_queue(STREAM, passive=True)
+        publishers = set()
+        async with asyncio.timeout(15), queue.iterator(arguments={"x-stream-offset": "first"}) as it:
+            async for message in it:
+                publishers.add(message.user_id)
+                await message.ack()
+                if len(publishers) == 2:
+                    break
+    assert publishers == {principals.broker_users["audit"], mallory}, "the relay's records name no publisher"
+
+    runner = CliRunner()
+    args = [
+        "audit",
+        "tail",
+        "--offset",
+        "first",
+        "--count",
+        str(len(events)),
+        "--json",
+        "--amqp-url",
+        amqp_url,
+    ]
+    env = {"LAPSE_BROKER_USERS": json.dumps(principals.broker_users)}
+    out = await asyncio.to_thread(runner.invoke, cli, args, env=env)
+    assert out.exit_code == 0, out.output
+    uids = [json.loads(line)["record"]["metadata"]["uid"] for line in out.stdout.splitlines()]
+    assert uids == [e["id"] for e in events], "tail showed the forged record"
