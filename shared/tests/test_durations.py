@@ -132,3 +132,15 @@ def test_duration_field_parses_short_form_and_serialises_as_iso() -> None:
 def test_duration_field_reports_the_problem_as_a_validation_error() -> None:
     with pytest.raises(ValueError, match="longer than zero"):
         _Window.model_validate({"length": "0m"})
+
+
+@pytest.mark.parametrize("text", ["1000000000d", "99999999999999d", "999999999999999999999h"])
+def test_a_duration_too_long_for_a_timedelta_is_a_validation_error_not_a_crash(text: str) -> None:
+    # Attack: any caller of POST /v1/requests (or a policy file's max_duration) sent "1000000000d";
+    # timedelta raised OverflowError, which pydantic does not turn into a validation error, so the
+    # API answered 500 instead of 422 and a policy load failed with a traceback.
+    class Ask(BaseModel):
+        duration: Duration
+
+    with pytest.raises(ValueError, match="too long"):
+        Ask.model_validate({"duration": text})

@@ -27,7 +27,8 @@ from lapse_audit.checkpoints import private_key_pem, public_key_b64
 from lapse_audit.config import AuditSettings
 from lapse_audit.handlers import AuditHandlers
 from lapse_cli.main import app as cli
-from lapse_shared.messaging.auth import OWNER_BY_PREFIX
+from lapse_shared.messaging.auth import OWNER_BY_PREFIX, security_event
+from lapse_shared.messaging.broker_setup import Grants
 from lapse_shared.messaging.topology import EVENTS
 from services.audit.tests.events import T0, lifecycle
 from tests.infra import Principals
@@ -368,7 +369,7 @@ async def test_cli_tail_follows_the_stream_from_an_offset(audit: FastAPI, amqp_u
     events = lifecycle(requester="erin")
     await publish(audit, *encode(events))
     await read_stream(amqp_url, len(events))  # they are on the stream
-    runner = CliRunner()
+    runner = CliRunner(env={"LAPSE_BROKER_USERS": json.dumps(audit.state.test_principals.broker_users)})
     args = ["audit", "tail", "--offset", "first", "--count", str(len(events)), "--amqp-url", amqp_url]
     raw = await asyncio.to_thread(runner.invoke, cli, [*args, "--json"])
     assert raw.exit_code == 0, raw.output
@@ -381,3 +382,137 @@ async def test_cli_tail_follows_the_stream_from_an_offset(audit: FastAPI, amqp_u
     assert [r[4] for r in rows] == [e["type"] for e in events]
     assert rows[3][3] == "User Access Management: Assign Privileges"
     assert rows[3][5] == "erin"
+
+
+async def test_a_deeply_nested_body_is_dead_lettered_alone_and_its_neighbours_are_chained(
+    audit: FastAPI, amqp_url: str
+) -> None:
+    # Attack: JSON nested thousands deep made the publisher check's json.loads raise
+    # RecursionError; the whole batch was nacked with it, again and again, until the delivery
+    # limit dead-lettered the good events around it: one message erased real events from the trail.
+    events = lifecycle()
+    bodies, keys = encode(events)
+    nested = b'{"type": "request.submitted", "data": {"x": ' + b"[" * 5000 + b"]" * 5000 + b"}}"
+    bodies = [bodies[0], nested, *bodies[1:]]
+    keys = [keys[0], "request.submitted", *keys[1:]]
+    await publish(audit, bodies, keys)
+    await chain_length(audit, len(events))
+    rows = await audit.state.host.pool.fetch("SELECT event_id::text AS id FROM audit.log ORDER BY seq")
+    assert [r["id"] for r in rows] == [e["id"] for e in events]
+
+    connection = await aio_pika.connect_robust(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        dlq = await channel.declare_queue("lapse.audit.events.dlq", passive=True)
+        for _ in range(100):
+            parked = await dlq.get(fail=False)
+            if parked is not None:
+                break
+            await asyncio.sleep(0.1)
+        assert parked is not None, "the nested message was not dead-lettered"
+        await parked.ack()
+        assert parked.body == nested
+        assert parked.headers["x-first-death-reason"] == "rejected", "it looped until the delivery limit"
+
+
+async def test_forged_reports_from_a_lapse_service_cannot_hide_who_forged_a_message(
+    audit: FastAPI, amqp_url: str
+) -> None:
+    # Attack: a compromised notifier (any Lapse service user may publish security reports) sent
+    # reports naming 70 made-up principals. The audit put each one into its bounded set of
+    # principal labels; once the 64 were taken, the audit's own report of a real forgery named
+    # its publisher `other`: the trail no longer said who forged the approval.
+    principals: Principals = audit.state.test_principals
+    connection = await aio_pika.connect_robust(principals.url("notifier"))
+    async with connection:
+        exchange = await (await connection.channel(publisher_confirms=True)).get_exchange(EVENTS)
+        for n in range(70):
+            report = security_event(
+                service="notifier",
+                queue="lapse.notifier.events",
+                message_type="request.approved",
+                principal=f"made-up-{n}",
+                reason="forged report",
+                message_id=None,
+                suppressed=0,
+            )
+            body = report.model_dump_json().encode()
+            await exchange.publish(
+                aio_pika.Message(body, user_id=principals.broker_users["notifier"]), report.TYPE
+            )
+    await chain_length(audit, 1)
+
+    mallory_url = principals.add_user("mallory", Grants(".*", ".*", ".*"))
+    mallory = f"{principals.prefix}-mallory"
+    forged = lifecycle()[2]
+    connection = await aio_pika.connect_robust(mallory_url)
+    async with connection:
+        exchange = await (await connection.channel(publisher_confirms=True)).get_exchange(EVENTS)
+        await exchange.publish(aio_pika.Message(json.dumps(forged).encode(), user_id=mallory), forged["type"])
+
+    pool = audit.state.host.pool
+    for _ in range(150):
+        rows = await pool.fetch(
+            "SELECT entry FROM audit.log WHERE type = 'security.message_rejected' AND published_by = $1",
+            principals.broker_users["audit"],
+        )
+        if rows:
+            break
+        await asyncio.sleep(0.1)
+    assert rows, "the audit did not report the forged event"
+    [report_entry] = [json.loads(r["entry"]) for r in rows]
+    assert report_entry["event"]["data"]["principal"] == mallory
+
+
+async def test_a_record_forged_onto_the_siem_stream_is_told_apart_and_not_shown_by_tail(
+    audit: FastAPI, amqp_url: str
+) -> None:
+    # Attack: a broker user with write on the SIEM exchange (what the attacker has)
+    # published a made-up OCSF record onto the stream. The relay's own records carried no
+    # user_id, so nothing told them apart: a SIEM, and `lapse audit tail`, took the forgery for
+    # an audit record.
+    principals: Principals = audit.state.test_principals
+    mallory_url = principals.add_user("siem-forger", Grants(".*", ".*", ".*"))
+    mallory = f"{principals.prefix}-siem-forger"
+    events = lifecycle(requester="frank")
+    await publish(audit, *encode(events[:2]))
+    await read_stream(amqp_url, 2)
+    fake = {"metadata": {"uid": "forged-record", "sequence": 0}, "type_name": "forged", "time": 0}
+    connection = await aio_pika.connect_robust(mallory_url)
+    async with connection:
+        exchange = await (await connection.channel(publisher_confirms=True)).get_exchange("lapse.siem")
+        await exchange.publish(aio_pika.Message(json.dumps(fake).encode(), user_id=mallory), "ocsf.3005")
+    await publish(audit, *encode(events[2:]))
+    await read_stream(amqp_url, len(events) + 1)
+
+    connection = await aio_pika.connect_robust(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=100)
+        queue = await channel.declare_queue(STREAM, passive=True)
+        publishers = set()
+        async with asyncio.timeout(15), queue.iterator(arguments={"x-stream-offset": "first"}) as it:
+            async for message in it:
+                publishers.add(message.user_id)
+                await message.ack()
+                if len(publishers) == 2:
+                    break
+    assert publishers == {principals.broker_users["audit"], mallory}, "the relay's records name no publisher"
+
+    runner = CliRunner()
+    args = [
+        "audit",
+        "tail",
+        "--offset",
+        "first",
+        "--count",
+        str(len(events)),
+        "--json",
+        "--amqp-url",
+        amqp_url,
+    ]
+    env = {"LAPSE_BROKER_USERS": json.dumps(principals.broker_users)}
+    out = await asyncio.to_thread(runner.invoke, cli, args, env=env)
+    assert out.exit_code == 0, out.output
+    uids = [json.loads(line)["record"]["metadata"]["uid"] for line in out.stdout.splitlines()]
+    assert uids == [e["id"] for e in events], "tail showed the forged record"

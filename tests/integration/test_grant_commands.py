@@ -220,3 +220,35 @@ async def test_a_scheduled_start_is_delivered_by_the_delay_cascade(
     assert row["granted_at"] < start_at + timedelta(seconds=1)
     assert row["expires_at"] == start_at + timedelta(seconds=60)
     assert await pg_target.has_membership("alice")
+
+
+async def test_a_revoke_naming_nothing_is_dead_lettered_at_once_and_revokes_nothing(
+    grant_service: asyncpg.Pool, amqp_url: str, principals: Principals, pg_target: PgTarget
+) -> None:
+    # Attack: a trusted command principal sent grant.revoke with no grant, request, subject or
+    # resource. The kill switch refused it with a ValueError, which the consumer took for a
+    # transient fault: nacked and redelivered until the delivery limit, refused again each time,
+    # with an error trace per delivery instead of one clear refusal.
+    approval = approved(pg_target)
+    await publish_as(principals.url("request"), approval, EVENTS)
+
+    async def active() -> bool:
+        row = await grant_row(grant_service, approval.data.request_id)
+        return row is not None and row["state"] == "active"
+
+    await eventually(active, 10, "the grant")
+    nothing = GrantRevoke.create(
+        source="lapse/request",
+        request_id=uuid.uuid4(),
+        data=GrantRevokeData(actor="alice", reason="everything?"),
+    )
+    await publish_as(principals.url("request"), nothing, COMMANDS)
+    connection = await aio_pika.connect_robust(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        dlq = await channel.declare_queue("lapse.grant.revoke.dlq", passive=True)
+        parked = await get_one(dlq, 15)
+    assert parked.message_id == str(nothing.id)
+    assert parked.headers["x-first-death-reason"] == "rejected", "it was retried until the delivery limit"
+    assert await active()
+    assert await pg_target.has_membership("alice")

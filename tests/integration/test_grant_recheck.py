@@ -332,6 +332,77 @@ async def test_the_reconciler_removes_access_that_lands_after_a_grant_failed(env
     assert (drift["data"]["kind"], drift["data"]["repaired"]) == ("unexpected", True)
 
 
+@pytest.mark.parametrize("change", ["resource removed", "role withdrawn"])
+async def test_the_reconciler_does_not_give_back_a_role_the_catalogue_no_longer_offers(
+    env: Env, infra: Infra, change: str
+) -> None:
+    # Attack (careless operator's view): a role found too powerful is withdrawn from the catalogue
+    # and a DBA removes the memberships by hand. The drift reconciler saw an active grant whose
+    # access was "missing" and granted it again without the catalogue check every other grant
+    # call makes: the withdrawn role came back, every reconcile interval, until the grant expired.
+    alice = env.target.member("alice")
+    grant_id = await env.approve(seconds=3600)
+    assert (await env.state(grant_id))["state"] == "active"
+    if change == "resource removed":
+        env.write_catalogue(with_test_db=False)
+    else:
+        other = f"{env.target.prefix}_other"
+        await execute_sql(infra.admin_database_url, f'CREATE ROLE "{other}"')
+        env.extra_roles.append(other)
+        env.write_catalogue([other])
+    await asyncio.sleep(1.1)  # the catalogue is re-read at most once a second
+    conn = await asyncpg.connect(env.target.database_url)
+    try:
+        await conn.execute(f'REVOKE "{env.target.reader}" FROM "{alice}"')
+    finally:
+        await conn.close()
+
+    await env.handlers.reconcile_once(3600)
+
+    assert not await env.member_of(alice, env.target.reader), "the reconciler re-granted a withdrawn role"
+
+
+async def test_a_subject_naming_a_group_role_is_not_granted_to_its_members(env: Env, infra: Infra) -> None:
+    # Attack: a delegated submitter (or an identity provider's odd subject) asked on behalf of
+    # "team", whose member name is a group role bob is a member of. GRANT reader TO team gave
+    # bob, who asked for nothing, the role through his membership: one approval for one subject
+    # reached everyone in the group.
+    team = env.target.member("team")
+    bob = env.target.member("bob")
+    await execute_sql(infra.admin_database_url, f'CREATE ROLE "{team}" NOLOGIN', f'GRANT "{team}" TO "{bob}"')
+    env.extra_roles.append(team)
+
+    grant_id = await env.approve(subject="team")
+    await _assert_refused(env, grant_id, "other roles are members of")
+    assert not await env.member_of(team, env.target.reader)
+
+
+async def test_a_subject_naming_a_predefined_role_is_not_granted(env: Env) -> None:
+    # Attack: the same with a member name that is a predefined role: GRANT reader TO pg_monitor
+    # reaches every monitoring agent (PostgreSQL 15 allows it to a CREATEROLE provisioning role).
+    target = dict(env.target.target, member_format="pg_{subject}")
+    resources = [
+        {
+            "name": "test-db",
+            "provider": "postgres-role",
+            "target": target,
+            "roles": [env.target.reader],
+            "max_duration": "1h",
+        }
+    ]
+    (env.policy_dir / "resources.yaml").write_text(yaml.safe_dump({"resources": resources}))
+    await asyncio.sleep(1.1)  # the catalogue is re-read at most once a second
+    try:
+        grant_id = await env.approve(subject="monitor")
+        await _assert_refused(env, grant_id, "predefined")
+        assert not await env.member_of("pg_monitor", env.target.reader)
+    finally:
+        await execute_sql(
+            env.target.database_url.rsplit("/", 1)[0] + "/postgres",
+            f'REVOKE "{env.target.reader}" FROM pg_monitor',
+        )
+
+
 # -- the least-privilege provisioning role of docs/security.md -----------------------------------
 
 

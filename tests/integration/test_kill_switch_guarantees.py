@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from lapse_grant import repository
+from lapse_grant import orders, repository
 from lapse_grant.handlers import GrantHandlers, Timings
 from lapse_grant.providers.postgres_role import PostgresRoleProvider
 from lapse_shared.catalogue import CatalogueSource
@@ -367,3 +367,25 @@ async def test_reconciler_never_regrants_a_failed_or_revoking_grant(env: Env) ->
 
     assert not await env.target.has_membership("alice")
     assert not await env.target.has_membership("bob")
+
+
+async def test_looking_up_the_orders_covering_a_grant_reads_indexes_not_every_order(env: Env) -> None:
+    # Attack: orders are kept for good, and every release by a requester adds one; anyone who may
+    # request and release access grows the table. Provisioning, each approval and each drift
+    # repair asked for the covering order with a query no index could answer (an OR across
+    # columns, grant_id not indexed): a scan of every order ever made, under the access lock, so
+    # ordinary use slowed every grant down without bound.
+    grant_id = await env.approve(seconds=3600)
+    await env.handlers.kill_switch(actor="security", reason="x", subject="someone-else")
+    queries: list[tuple[str, tuple[Any, ...]]] = []
+    async with env.pool.acquire() as conn:
+        conn.add_query_logger(lambda record: queries.append((record.query, tuple(record.args or ()))))
+        grant = await repository.get(conn, grant_id)
+        assert grant is not None
+        assert await orders.covering(conn, grant) is None
+        await asyncio.sleep(0.1)  # query loggers are called soon after, not during
+        [(query, args)] = [q for q in queries if "revocation_orders" in q[0]]
+        async with conn.transaction():
+            await conn.execute("SET LOCAL enable_seqscan = off")  # any plan without an index shows
+            plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + query, *args))
+    assert "Seq Scan on revocation_orders" not in plan, plan

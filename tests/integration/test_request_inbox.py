@@ -4,6 +4,7 @@ request nobody decides still expires."""
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -17,7 +18,14 @@ from lapse_request.handlers import RequestHandlers, WorkflowRules
 from lapse_shared.catalogue import CatalogueSource
 from lapse_shared.db.migrations import migrate
 from lapse_shared.db.pool import create_pool
-from lapse_shared.events import Outcome, PolicyDecided, PolicyDecidedData, utcnow
+from lapse_shared.events import (
+    Outcome,
+    PolicyDecided,
+    PolicyDecidedData,
+    RequestSubmit,
+    RequestSubmitData,
+    utcnow,
+)
 from lapse_shared.http.identity import Identity
 from tests.targets import PgTarget
 
@@ -104,3 +112,44 @@ async def test_a_request_the_policy_never_decides_is_expired_by_the_sweeper(
     assert stored.state is State.EXPIRED
     assert await outbox_types(pool) == ["request.submitted", "request.expired"]
     assert await handlers.sweep_expired() == 0
+
+
+async def test_a_submit_command_with_an_absurd_duration_is_answered_with_request_rejected(
+    pool: asyncpg.Pool, catalogue: CatalogueSource, target: PgTarget
+) -> None:
+    # Attack: a submitter sent request.submit with duration_seconds 10**20. timedelta raised
+    # OverflowError, which the handler did not expect: no request.rejected answered it, and the
+    # consumer retried the command until the delivery limit.
+    rules = WorkflowRules(submit_principals=frozenset({"deploy-bot"}))
+    handlers = RequestHandlers(lambda: pool, catalogue, rules=rules)
+    command = RequestSubmit.create(
+        source="deploy-bot",
+        request_id=uuid.uuid4(),
+        data=RequestSubmitData(
+            resource="test-db", role=target.reader, duration_seconds=10**20, reason="forever"
+        ),
+    )
+    refused = await handlers.on_submit_command(command.model_dump_json().encode(), "deploy-bot")
+    assert refused is not None
+    assert "duration" in refused
+    assert await outbox_types(pool) == ["request.rejected"]
+
+
+@pytest.mark.parametrize("field", ["reason", "on_behalf_of", "ticket"])
+async def test_a_submit_command_with_a_nul_character_is_answered_with_request_rejected(
+    pool: asyncpg.Pool, catalogue: CatalogueSource, target: PgTarget, field: str
+) -> None:
+    # Attack: a submitter put a NUL character in a text field. PostgreSQL cannot store one in
+    # text, so the insert raised: no request.rejected answered the command, the consumer retried
+    # it until the delivery limit (and over HTTP, a reason with NUL was a 500).
+    rules = WorkflowRules(submit_principals=frozenset({"deploy-bot"}))
+    handlers = RequestHandlers(lambda: pool, catalogue, rules=rules)
+    data = RequestSubmitData(resource="test-db", role=target.reader, duration_seconds=60, reason="ok")
+    value = "nul\x00here"
+    command = RequestSubmit.create(
+        source="deploy-bot", request_id=uuid.uuid4(), data=data.model_copy(update={field: value})
+    )
+    refused = await handlers.on_submit_command(command.model_dump_json().encode(), "deploy-bot")
+    assert refused is not None
+    assert "NUL" in refused
+    assert await outbox_types(pool) == ["request.rejected"]

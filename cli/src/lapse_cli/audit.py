@@ -22,6 +22,7 @@ from lapse_audit.checkpoints import (
     public_key_pem,
 )
 from lapse_audit.verification import Report, Verifier
+from lapse_shared.messaging.auth import DEFAULT_BROKER_USERS
 
 app = typer.Typer(help="Audit commands: verify, export, tail, report, keygen.", no_args_is_help=True)
 
@@ -312,7 +313,9 @@ def _offset(value: str) -> Any:
         raise _fail(f"--offset {value!r}: use first, last, next, a number or an ISO 8601 time") from exc
 
 
-async def _tail(amqp_url: str, stream: str, offset: Any, count: int | None, raw: bool) -> None:
+async def _tail(
+    amqp_url: str, stream: str, offset: Any, count: int | None, raw: bool, publisher: str
+) -> None:
     import aio_pika
 
     connection = await aio_pika.connect_robust(amqp_url)
@@ -325,6 +328,16 @@ async def _tail(amqp_url: str, stream: str, offset: Any, count: int | None, raw:
             async for message in messages:
                 header = (message.headers or {}).get("x-stream-offset")
                 position = header.decode() if isinstance(header, bytes) else header
+                if message.user_id != publisher:
+                    # Anyone with write on the SIEM exchange can put a message on the stream; only
+                    # the audit service's user (RabbitMQ checks user_id) publishes its records.
+                    typer.echo(
+                        f"offset {position}: skipped a message published by {message.user_id!r},"
+                        f" not by the audit service ({publisher!r})",
+                        err=True,
+                    )
+                    await message.ack()
+                    continue
                 for line in message.body.splitlines():  # JSON lines: several records a message
                     _print_record(position, json.loads(line), raw)
                     seen += 1
@@ -358,10 +371,21 @@ def tail(
     stream: Annotated[
         str, typer.Option(envvar="LAPSE_SIEM_STREAM", help="Stream queue.")
     ] = "lapse.siem.ocsf",
+    broker_users: Annotated[
+        str,
+        typer.Option(
+            envvar="LAPSE_BROKER_USERS",
+            help="The services' broker users (JSON); only records the audit's user published are shown.",
+        ),
+    ] = "{}",
 ) -> None:
     """Follow the SIEM stream live (OCSF records), from any offset."""
     try:
-        asyncio.run(_tail(amqp_url, stream, _offset(offset), count, raw))
+        publisher = json.loads(broker_users).get("audit") or DEFAULT_BROKER_USERS["audit"]
+    except (ValueError, AttributeError) as exc:
+        raise _fail(f"LAPSE_BROKER_USERS is not a JSON object of service to user ({exc})") from exc
+    try:
+        asyncio.run(_tail(amqp_url, stream, _offset(offset), count, raw, publisher))
     except KeyboardInterrupt:
         pass
     except OSError as exc:

@@ -97,6 +97,11 @@ POSTGRES_IDENTIFIER_BYTES = 63
 """PostgreSQL truncates longer identifiers (NAMEDATALEN - 1) instead of refusing them."""
 
 
+def predefined_or_admin(name: str) -> bool:
+    """Whether `name` is a PostgreSQL predefined role (`pg_*`) or a known administrator role."""
+    return name.lower().startswith("pg_") or name.lower() in _ADMIN_ROLES
+
+
 def reserved_role_problem(provider: str, role: str) -> str | None:
     """Why `role` may never be granted through `provider`, or None; checked at catalogue load and
     again by the grant service for every approval (an event may name any role)."""

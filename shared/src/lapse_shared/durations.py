@@ -24,12 +24,16 @@ def parse_duration(value: object) -> timedelta:
         match = _SHORT.match(text)
         if text and match and any(match.groupdict().values()):
             parts = {k: int(v) for k, v in match.groupdict().items() if v}
-            result = timedelta(
-                days=parts.get("d", 0),
-                hours=parts.get("h", 0),
-                minutes=parts.get("m", 0),
-                seconds=parts.get("s", 0),
-            )
+            try:
+                result = timedelta(
+                    days=parts.get("d", 0),
+                    hours=parts.get("h", 0),
+                    minutes=parts.get("m", 0),
+                    seconds=parts.get("s", 0),
+                )
+            except OverflowError:
+                # Not a ValueError, so pydantic would let it escape (HTTP 500, a crashed load).
+                raise ValueError(f"'{value}' is too long to be a duration") from None
         elif text.upper().startswith("P"):
             try:
                 result = _ISO.validate_python(text.upper())

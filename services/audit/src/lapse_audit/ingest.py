@@ -246,7 +246,7 @@ class BatchIngest:
         if self._auth is None:
             return True
         rejections = self._auth.rejections
-        principal = rejections.principal_label(str(event.data.get("principal") or ""))
+        principal = rejections.reported_principal_label(user_id, str(event.data.get("principal") or ""))
         message_type = rejections.type_label(str(event.data.get("message_type") or ""))
         return rejections.due(f"{user_id}:{principal}", message_type) is not None
 

@@ -31,6 +31,7 @@ from pamqp.commands import Basic
 
 from lapse_audit import repository
 from lapse_audit.ocsf import to_ocsf
+from lapse_shared.messaging.publisher import amqp_username
 
 log = structlog.get_logger("lapse.audit.siem")
 
@@ -143,6 +144,9 @@ class SiemRelay:
                 message_type=kind,
                 timestamp=datetime.fromisoformat(last["recorded_at"]),
                 app_id="lapse/audit",
+                # RabbitMQ checks it against the connection: a reader tells the relay's records
+                # from anything another user with write on the exchange put on the stream.
+                user_id=amqp_username(self._amqp_url),
                 headers={
                     "lapse-first-seq": first["seq"],
                     "lapse-last-seq": last["seq"],

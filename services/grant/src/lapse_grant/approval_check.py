@@ -34,22 +34,11 @@ def grant_problem(grant: Grant, catalogue: Catalogue, now: datetime, limits: Lim
     schedule limit and the approval not in the future (a window counted from a future approval
     time would be longer than the one checked).
     """
+    offered = offer_problem(grant, catalogue)
+    if offered is not None:
+        return offered
     resource = catalogue.get(grant.resource)
-    if resource is None:
-        return f"resource '{_shown(grant.resource)}' is not in the catalogue"
-    if resource.provider != grant.provider:
-        return (
-            f"resource '{grant.resource}' is now served by '{resource.provider}', not by"
-            f" '{grant.provider}' as when it was approved"
-        )
-    reserved = reserved_role_problem(resource.provider, grant.role)
-    if reserved is not None:
-        return reserved
-    if grant.role not in resource.roles:
-        return (
-            f"resource '{grant.resource}' does not offer role '{_shown(grant.role)}'; it offers:"
-            f" {', '.join(resource.roles)}"
-        )
+    assert resource is not None
     if grant.approved_at is not None and grant.approved_at > now + CLOCK_SKEW:
         return f"the approval time {grant.approved_at.isoformat()} is in the future"
     if grant.start_at is not None and grant.start_at > now + limits.max_schedule_ahead:
@@ -65,6 +54,29 @@ def grant_problem(grant: Grant, catalogue: Catalogue, now: datetime, limits: Lim
         return (
             f"a window of {_seconds(window)}s is over the {_seconds(resource.max_duration)}s maximum"
             f" of resource '{grant.resource}'"
+        )
+    return None
+
+
+def offer_problem(grant: Grant, catalogue: Catalogue) -> str | None:
+    """Why the current catalogue does not offer `grant`'s role on its resource (through its
+    provider), or None. Every grant call checks this, a drift repair of an active grant too: a
+    role withdrawn from the catalogue is never granted again, whenever it was approved."""
+    resource = catalogue.get(grant.resource)
+    if resource is None:
+        return f"resource '{_shown(grant.resource)}' is not in the catalogue"
+    if resource.provider != grant.provider:
+        return (
+            f"resource '{grant.resource}' is now served by '{resource.provider}', not by"
+            f" '{grant.provider}' as when it was approved"
+        )
+    reserved = reserved_role_problem(resource.provider, grant.role)
+    if reserved is not None:
+        return reserved
+    if grant.role not in resource.roles:
+        return (
+            f"resource '{grant.resource}' does not offer role '{_shown(grant.role)}'; it offers:"
+            f" {', '.join(resource.roles)}"
         )
     return None
 

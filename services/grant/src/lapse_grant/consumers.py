@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import structlog
+from faststream.exceptions import RejectMessage
 from faststream.rabbit import Channel, RabbitBroker
 
 from lapse_grant.handlers import GrantHandlers
@@ -76,6 +77,14 @@ def register(
     async def on_grant_revoke(command: GrantRevoke) -> None:
         # Who published it was checked before this runs (lapse_shared.messaging.auth).
         data = command.data
+        if all(x is None for x in (data.grant_id, data.request_id, data.subject, data.resource)):
+            # Not a fault another delivery fixes: parked at once, never retried.
+            log.error(
+                "grant.revoke names no grant, request, subject or resource; dead-lettered",
+                command_id=str(command.id),
+                actor=data.actor[:200],
+            )
+            raise RejectMessage()
         with structlog.contextvars.bound_contextvars(correlation_id=str(command.correlation_id)):
             await handlers.kill_switch(
                 actor=data.actor,

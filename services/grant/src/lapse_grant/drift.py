@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -13,6 +14,7 @@ import asyncpg
 import structlog
 
 from lapse_grant import orders, repository
+from lapse_grant.approval_check import offer_problem
 from lapse_grant.batching import BATCH_SIZE
 from lapse_grant.context import GrantContext
 from lapse_grant.domain import Grant, GrantState
@@ -114,6 +116,17 @@ class DriftReconciler:
         active grant that no kill switch or release covers (one that is revoking, revoked, failed
         or was killed must never get its access back, whatever left its row as it is)."""
         if grant.state is not GrantState.ACTIVE or grant.revoke_attempts > 0:
+            return False
+        # Putting access back is a grant call like any other: never for a role the catalogue no
+        # longer offers (withdrawn as too powerful, then removed by hand in the target). Not the
+        # window check: an extended grant's window is longer than one approval's.
+        withdrawn = offer_problem(grant, self._ctx.catalogue.current(time.monotonic()))
+        if withdrawn is not None:
+            log.error(
+                "drift repair refused: the catalogue no longer offers it",
+                grant_id=str(grant.id),
+                reason=withdrawn,
+            )
             return False
         order = await orders.covering(conn, grant)
         if order is not None:

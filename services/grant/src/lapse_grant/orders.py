@@ -48,6 +48,20 @@ async def record(conn: asyncpg.Connection, order: RevocationOrder) -> None:
     )
 
 
+_ORDERS = 'SELECT * FROM "grant".revocation_orders WHERE '
+_BROAD = " AND grant_id IS NULL AND request_id IS NULL AND ($5::timestamptz IS NULL OR issued_at >= $5)"
+# One branch per index (grant, request, subject, resource alone), not one OR across columns:
+# orders are never deleted, and an OR that no index answers scanned every order ever made, before
+# every grant call.
+_COVERING = (
+    f"{_ORDERS}grant_id = $1"
+    f" UNION ALL {_ORDERS}request_id = $2"
+    f" UNION ALL {_ORDERS}subject = $3 AND (resource IS NULL OR resource = $4){_BROAD}"
+    f" UNION ALL {_ORDERS}subject IS NULL AND resource = $4{_BROAD}"
+    " ORDER BY issued_at LIMIT 1"
+)
+
+
 async def covering(conn: asyncpg.Connection, grant: Grant) -> RevocationOrder | None:
     """The first order that covers `grant`, if any.
 
@@ -55,12 +69,7 @@ async def covering(conn: asyncpg.Connection, grant: Grant) -> RevocationOrder | 
     and/or a resource covers approvals given at or before it (a later approval is a new decision).
     """
     row = await conn.fetchrow(
-        'SELECT * FROM "grant".revocation_orders WHERE grant_id = $1 OR request_id = $2'
-        " OR (grant_id IS NULL AND request_id IS NULL"
-        " AND (subject IS NOT NULL OR resource IS NOT NULL)"
-        " AND (subject IS NULL OR subject = $3) AND (resource IS NULL OR resource = $4)"
-        " AND ($5::timestamptz IS NULL OR issued_at >= $5))"
-        " ORDER BY issued_at LIMIT 1",
+        _COVERING,
         grant.id,
         grant.request_id,
         grant.subject,

@@ -219,6 +219,11 @@ def submit(
         )
     if not reason.strip():
         raise SubmissionRejected("reason", "a reason is required")
+    # PostgreSQL cannot store NUL in text: refused here, named, rather than failing the insert
+    # (a 500 over HTTP; a command retried to the delivery limit with no request.rejected).
+    for name, text in (("reason", reason), ("ticket", ticket or ""), ("on_behalf_of", requester)):
+        if "\x00" in text:
+            raise SubmissionRejected(name, f"the {name} contains a NUL character")
     if start_at is not None:
         if start_at.tzinfo is None:
             raise SubmissionRejected("start_at", "give the start time with a time zone, e.g. `...Z`")

@@ -275,6 +275,11 @@ class RequestHandlers:
             )
         data = command.data
         try:
+            duration = timedelta(seconds=data.duration_seconds)
+        except OverflowError:  # not a ValueError: it would escape and be retried to the delivery limit
+            message = f"{data.duration_seconds} seconds is too long to be a duration"
+            return await self._reject(command.id, principal, message, [f"data.duration_seconds: {message}"])
+        try:
             request = self._submit(
                 request_id=command.id,
                 requester=data.on_behalf_of or principal,
@@ -284,7 +289,7 @@ class RequestHandlers:
                 claimed_groups=sorted(set(data.groups)),
                 resource=data.resource,
                 role=data.role,
-                duration=timedelta(seconds=data.duration_seconds),
+                duration=duration,
                 reason=data.reason,
                 ticket=data.ticket,
                 start_at=data.start_at,
@@ -431,5 +436,5 @@ def _command_id(body: bytes) -> uuid.UUID | None:
     try:
         raw = json.loads(body)
         return uuid.UUID(str(raw["id"])) if isinstance(raw, dict) else None
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):  # nested too deep: unreadable
         return None

@@ -69,7 +69,9 @@ def body_type(body: bytes) -> str | None:
     """The `type` of a JSON body, None when the body is not a JSON object with a string type."""
     try:
         parsed = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
+        # JSON nested deeper than the interpreter's stack raises RecursionError: it must count as
+        # unreadable, not escape (the audit's ingest nacked a whole batch with it, forever).
         return None
     value = parsed.get("type") if isinstance(parsed, dict) else None
     return value if isinstance(value, str) else None
@@ -136,6 +138,7 @@ class RejectionLog:
     clock: Callable[[], float] = time.monotonic
     _windows: dict[tuple[str, str], _Window] = field(default_factory=dict)
     _principals: set[str] = field(default_factory=set)
+    _reported: dict[str, set[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.rejected = Counter(
@@ -154,6 +157,17 @@ class RejectionLog:
             return "none"
         if principal in self._principals or len(self._principals) < MAX_PRINCIPAL_LABELS:
             self._principals.add(principal)
+            return principal
+        return "other"
+
+    def reported_principal_label(self, publisher: str | None, principal: str) -> str:
+        """The label of a principal named in another service's report, bounded per publishing
+        user and kept apart from this process's own labels: a report's principal is the
+        reporter's word (a compromised service can make up any), so it must never take the place
+        of a principal this process saw itself, in its metric or in its own reports."""
+        seen = self._reported.setdefault(publisher or "none", set())
+        if principal in seen or len(seen) < MAX_PRINCIPAL_LABELS:
+            seen.add(principal)
             return principal
         return "other"
 
@@ -195,7 +209,9 @@ class RejectionLog:
             service=self.service,
             queue=queue,
             message_type=type_label,
-            principal=principal,
+            # The publisher itself, as RabbitMQ validated it: the label may be `other` (a bounded
+            # metric), but the audit trail must say who it was.
+            principal=(user_id or "none")[:200],
             reason=reason[:500],
             message_id=(message_id or None) and message_id[:100],
             suppressed=suppressed,

@@ -15,8 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from lapse_grant.providers import Access, ProviderError, Provisioned, parse_settings
 from lapse_grant.providers.postgres_target import (
     TargetPools,
-    name_problem,
+    member_problem,
     quote_ident,
+    refuse_group_member,
     refuse_privileged,
     role_problem,
 )
@@ -77,18 +78,20 @@ class PostgresRoleProvider:
 
     def access_problem(self, target: dict[str, Any], access: Access) -> str | None:
         """The member name (from `member_format`) and the role must be valid PostgreSQL names."""
-        return role_problem("postgres-role", access.role) or name_problem(
-            self._member(target, access.subject), "member name"
+        return role_problem("postgres-role", access.role) or member_problem(
+            self._member(target, access.subject)
         )
 
     async def grant(self, target: dict[str, Any], access: Access) -> Provisioned:
         problem = self.access_problem(target, access)
         if problem is not None:  # checked by the caller too; never run SQL on a name it would mangle
             raise ProviderError(problem, transient=False)
-        statement = f"GRANT {quote_ident(access.role)} TO {quote_ident(self._member(target, access.subject))}"
+        member = self._member(target, access.subject)
+        statement = f"GRANT {quote_ident(access.role)} TO {quote_ident(member)}"
 
         async def work(conn: asyncpg.Connection) -> None:
             await refuse_privileged(conn, access.role)
+            await refuse_group_member(conn, member)
             # Repeating a GRANT of a held membership is a notice, not an error: idempotent.
             await conn.execute(statement)
 

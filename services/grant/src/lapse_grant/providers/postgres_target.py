@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 
 from lapse_grant.providers import ProviderError
-from lapse_shared.catalogue import POSTGRES_IDENTIFIER_BYTES, reserved_role_problem
+from lapse_shared.catalogue import POSTGRES_IDENTIFIER_BYTES, predefined_or_admin, reserved_role_problem
 from lapse_shared.db.pool import keep_session
 
 # Errors that another attempt will not fix; anything else (connection refused, database not
@@ -76,6 +76,35 @@ async def refuse_privileged(conn: asyncpg.Connection, role: str) -> None:
         via = "" if found == role else f" (it is a member of '{found}')"
         raise ProviderError(
             f"role '{role}' is predefined or privileged in the target{via}: Lapse never grants it",
+            transient=False,
+        )
+
+
+def member_problem(member: str) -> str | None:
+    """Why `member` may not receive a grant, by its name alone, or None: a predefined or
+    administrator role is nobody's own role, and a grant to it reaches whoever holds it."""
+    if predefined_or_admin(member):
+        return (
+            f"the member name '{member[:80]}' is a predefined or administrator role, not a subject's own role"
+        )
+    return name_problem(member, "member name")
+
+
+# A member that other roles are members of is a group: a grant to it would reach all of them,
+# who asked for nothing. Lapse grants a subject's own role only.
+_GROUP_MEMBER = (
+    "SELECT u.rolname FROM pg_auth_members m JOIN pg_roles u ON u.oid = m.member"
+    " WHERE m.roleid = (SELECT oid FROM pg_roles WHERE rolname = $1::name) ORDER BY u.rolname LIMIT 1"
+)
+
+
+async def refuse_group_member(conn: asyncpg.Connection, member: str) -> None:
+    """Raise a permanent ProviderError when `member` has members of its own."""
+    found = await conn.fetchval(_GROUP_MEMBER, member)
+    if found is not None:
+        raise ProviderError(
+            f"the member '{member}' is a role other roles are members of (e.g. '{found}'): a grant"
+            " to it would reach them too; Lapse grants only to a subject's own role",
             transient=False,
         )
 
