@@ -110,3 +110,24 @@ def test_principal_labels_are_bounded() -> None:
     assert len(labels) == MAX_PRINCIPAL_LABELS + 1
     assert "other" in labels
     assert log.principal_label(None) == "none"
+
+
+def test_a_body_over_the_size_limit_is_refused_before_it_is_parsed() -> None:
+    from lapse_shared.messaging.auth import MAX_MESSAGE_BYTES
+
+    big = b'{"type": "request.approved", "pad": "' + b"x" * MAX_MESSAGE_BYTES + b'"}'
+    message_type, reason = refusal(
+        PRODUCERS, user_id="lapse-request", property_type=None, routing_key="request.approved", body=big
+    )
+    assert message_type == "request.approved"
+    assert reason is not None
+    assert "limit" in reason
+
+
+def test_services_sharing_a_broker_user_are_named() -> None:
+    from lapse_shared.messaging.auth import shared_broker_users
+
+    assert shared_broker_users(DEFAULT_BROKER_USERS) == {}
+    assert shared_broker_users({"request": "x", "notifier": "x", "grant": "g"}) == {
+        "x": ["notifier", "request"]
+    }

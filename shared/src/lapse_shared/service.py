@@ -37,7 +37,7 @@ from lapse_shared.http.problems import (
     install_problem_handlers,
 )
 from lapse_shared.logging import configure_logging
-from lapse_shared.messaging.auth import RejectionLog, authenticating
+from lapse_shared.messaging.auth import RejectionLog, authenticating, shared_broker_users
 from lapse_shared.messaging.consumer import document_publishers, observing
 from lapse_shared.messaging.publisher import ConfirmingPublisher, amqp_username
 from lapse_shared.messaging.topology import EVENTS, declare_dead_letter_queue, declare_exchanges
@@ -88,6 +88,14 @@ class ServiceHost:
         )
         # Before any handler: a message its publisher may not produce is never acted on.
         broker.insert_middleware(authenticating(settings.producers(), self.rejections))
+        shared = shared_broker_users(settings.broker_users)
+        if shared:
+            # Not refused: a one-user test broker is legitimate; but say loudly what it costs.
+            log.error(
+                "LAPSE_BROKER_USERS gives several services one broker user: the producer check"
+                " cannot tell them apart, so compromising one of them is compromising all",
+                shared=shared,
+            )
         # Outermost, so even a rejected message's log lines carry its trace id.
         broker.insert_middleware(observing(self.metrics))
         document_publishers(broker, [SecurityMessageRejected])

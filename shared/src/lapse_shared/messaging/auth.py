@@ -37,6 +37,9 @@ REVOKE = "grant.revoke"
 OWNER_BY_PREFIX = {"request": "request", "policy": "policy", "grant": "grant", "audit": "audit"}
 """A type's first word names its producing service (`grant.revoke` and `request.submit` aside)."""
 
+MAX_MESSAGE_BYTES = 1 << 20
+"""Largest message body a consumer reads: Lapse's own messages are a few kilobytes."""
+
 MAX_PRINCIPAL_LABELS = 64
 """Distinct principals a process labels by name; any further one is `other` (bounded series)."""
 
@@ -63,6 +66,14 @@ class Producers:
 
     def lapse_principals(self) -> frozenset[str]:
         return frozenset(self.broker_users.values()) | self.submit_principals | self.command_principals
+
+
+def shared_broker_users(broker_users: Mapping[str, str]) -> dict[str, list[str]]:
+    """Broker users that more than one service is given (user -> services); empty when none is."""
+    services: dict[str, list[str]] = {}
+    for service, user in broker_users.items():
+        services.setdefault(user, []).append(service)
+    return {user: sorted(names) for user, names in services.items() if len(names) > 1}
 
 
 def body_type(body: bytes) -> str | None:
@@ -98,6 +109,11 @@ def refusal(
     A body without a readable type is judged by its routing key: the contract check then parks it
     if its publisher was allowed to send that key at all.
     """
+    if len(body) > MAX_MESSAGE_BYTES:
+        # Refused before it is parsed: no Lapse message comes near this, and a huge body would
+        # hold the event loop while it is read. (The broker's `max_message_size` is the first bound.)
+        message_type = (routed_type(routing_key) if routing_key else property_type) or "unknown"
+        return message_type, f"its body of {len(body)} bytes is over the {MAX_MESSAGE_BYTES}-byte limit"
     declared = body_type(body)
     message_type = declared or (routed_type(routing_key) if routing_key else property_type) or "unknown"
     if declared is not None:
