@@ -23,7 +23,8 @@ from lapse_grant.providers.postgres_role import PostgresRoleProvider
 from lapse_shared.catalogue import CatalogueSource, PolicyDirError
 from lapse_shared.db.migrations import migrate
 from lapse_shared.db.pool import create_pool
-from lapse_shared.events import RequestApproved, RequestApprovedData, RevokeCause, utcnow
+from lapse_shared.events import RequestApproved, RevokeCause, utcnow
+from tests.approvals import approval
 from tests.infra import Infra, execute_sql
 from tests.targets import PgTarget, target_in_own_database
 
@@ -68,21 +69,13 @@ class Env:
         seconds: int = 60,
         start_at: datetime | None = None,
     ) -> RequestApproved:
-        request_id = uuid.uuid4()
-        return RequestApproved.create(
+        return approval(
+            subject=subject,
+            role=role or self.target.reader,
+            resource=resource,
+            seconds=seconds,
+            start_at=start_at,
             source="forger",
-            request_id=request_id,
-            data=RequestApprovedData(
-                request_id=request_id,
-                requester=subject,
-                resource=resource,
-                role=role or self.target.reader,
-                duration_seconds=seconds,
-                approved_at=utcnow(),
-                rule="r",
-                policy_version="v",
-                start_at=start_at,
-            ),
         )
 
     async def approve(self, **kwargs: Any) -> uuid.UUID:

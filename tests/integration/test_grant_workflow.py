@@ -30,10 +30,10 @@ from lapse_shared.events import (
     GrantExpireData,
     GrantStart,
     RequestApproved,
-    RequestApprovedData,
     RevokeCause,
     utcnow,
 )
+from tests.approvals import approval
 from tests.infra import Infra, execute_sql
 from tests.targets import PgTarget, target_in_own_database
 
@@ -58,22 +58,14 @@ class Env:
         role: str | None = None,
         resource: str = "test-db",
     ) -> RequestApproved:
-        request_id = uuid.uuid4()
-        return RequestApproved.create(
-            source="test",
-            request_id=request_id,
-            data=RequestApprovedData(
-                request_id=request_id,
-                requester=subject,
-                resource=resource,
-                role=role or self.target.reader,
-                duration_seconds=seconds,
-                approved_at=approved_at or utcnow(),
-                rule="r",
-                policy_version="v",
-                start_at=start_at,
-                extends_grant_id=extends,
-            ),
+        return approval(
+            subject=subject,
+            role=role or self.target.reader,
+            resource=resource,
+            seconds=seconds,
+            approved_at=approved_at,
+            start_at=start_at,
+            extends=extends,
         )
 
     async def approve(self, **kwargs: Any) -> uuid.UUID:

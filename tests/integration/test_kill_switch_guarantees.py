@@ -24,7 +24,8 @@ from lapse_grant.providers.postgres_role import PostgresRoleProvider
 from lapse_shared.catalogue import CatalogueSource
 from lapse_shared.db.migrations import migrate
 from lapse_shared.db.pool import create_pool
-from lapse_shared.events import RequestApproved, RequestApprovedData, RevokeCause, utcnow
+from lapse_shared.events import RequestApproved, RevokeCause, utcnow
+from tests.approvals import approval
 from tests.infra import Infra, execute_sql
 from tests.targets import PgTarget, target_in_own_database
 
@@ -66,21 +67,12 @@ class Env:
         approved_at: datetime | None = None,
         start_at: datetime | None = None,
     ) -> RequestApproved:
-        request_id = uuid.uuid4()
-        return RequestApproved.create(
-            source="test",
-            request_id=request_id,
-            data=RequestApprovedData(
-                request_id=request_id,
-                requester=subject,
-                resource="test-db",
-                role=self.target.reader,
-                duration_seconds=seconds,
-                approved_at=approved_at or utcnow(),
-                rule="r",
-                policy_version="v",
-                start_at=start_at,
-            ),
+        return approval(
+            subject=subject,
+            role=self.target.reader,
+            seconds=seconds,
+            approved_at=approved_at,
+            start_at=start_at,
         )
 
     async def approve(self, **kwargs: Any) -> uuid.UUID:
