@@ -120,8 +120,7 @@ async def test_a_submit_command_with_an_absurd_duration_is_answered_with_request
     # Attack: a submitter sent request.submit with duration_seconds 10**20. timedelta raised
     # OverflowError, which the handler did not expect: no request.rejected answered it, and the
     # consumer retried the command until the delivery limit.
-    rules = WorkflowRules(submit_principals=frozenset({"deploy-bot"}))
-    handlers = RequestHandlers(lambda: pool, catalogue, rules=rules)
+    handlers = RequestHandlers(lambda: pool, catalogue)
     command = RequestSubmit.create(
         source="deploy-bot",
         request_id=uuid.uuid4(),
@@ -142,8 +141,7 @@ async def test_a_submit_command_with_a_nul_character_is_answered_with_request_re
     # Attack: a submitter put a NUL character in a text field. PostgreSQL cannot store one in
     # text, so the insert raised: no request.rejected answered the command, the consumer retried
     # it until the delivery limit (and over HTTP, a reason with NUL was a 500).
-    rules = WorkflowRules(submit_principals=frozenset({"deploy-bot"}))
-    handlers = RequestHandlers(lambda: pool, catalogue, rules=rules)
+    handlers = RequestHandlers(lambda: pool, catalogue)
     data = RequestSubmitData(resource="test-db", role=target.reader, duration_seconds=60, reason="ok")
     value = "nul\x00here"
     command = RequestSubmit.create(

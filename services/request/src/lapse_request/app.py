@@ -38,7 +38,6 @@ class RequestHost(ServiceHost):
         rules = WorkflowRules(
             pending_ttl=settings.pending_ttl,
             max_schedule_ahead=settings.max_schedule_ahead,
-            submit_principals=frozenset(settings.submit_principals),
         )
         self.handlers = RequestHandlers(lambda: self.pool, catalogue, rules=rules)
         consumers.register(broker, self.handlers, settings.delivery_limit)

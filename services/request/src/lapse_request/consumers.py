@@ -112,7 +112,9 @@ def register(broker: RabbitBroker, handlers: RequestHandlers, delivery_limit: in
         decoder=_raw_body,
     )
     async def on_request_submit(body: bytes) -> None:
-        if await handlers.on_submit_command(body, publisher_user_id()):
+        # The producer check let only a configured submitter's message through, so it has a user_id.
+        principal = publisher_user_id()
+        if not principal or await handlers.on_submit_command(body, principal):
             raise RejectMessage()
 
     document_publishers(

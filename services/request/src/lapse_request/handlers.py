@@ -7,7 +7,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -50,8 +50,6 @@ class WorkflowRules:
     pending_ttl: timedelta = timedelta(hours=24)
     max_schedule_ahead: timedelta = timedelta(days=30)
     sweep_grace: timedelta = timedelta(seconds=5)
-    # AMQP users whose `request.submit` commands are accepted (RabbitMQ vouches for `user_id`).
-    submit_principals: frozenset[str] = field(default_factory=frozenset)
 
 
 class RequestHandlers:
@@ -244,8 +242,11 @@ class RequestHandlers:
                 # The database is away for a while: the next pass catches up.
                 log.warning("pending-expiry sweep failed; retrying next pass", error=str(exc))
 
-    async def on_submit_command(self, body: bytes, principal: str | None) -> str | None:
+    async def on_submit_command(self, body: bytes, principal: str) -> str | None:
         """A `request.submit` command from another system; None if accepted, else why not.
+
+        `principal` is the command's AMQP `user_id`, already checked against
+        LAPSE_SUBMIT_PRINCIPALS by the producer check every consumer runs (`lapse_shared.messaging.auth`).
 
         A refused command is answered with `request.rejected` (committed here) and the caller
         dead-letters the message, so it is neither dropped nor retried.
@@ -260,18 +261,6 @@ class RequestHandlers:
             # Parsed a second time only when invalid: the rejection names the command if it can.
             return await self._reject(
                 _command_id(body), principal, "the message is not a valid request.submit", errors
-            )
-        if not principal:
-            return await self._reject(
-                command.id,
-                None,
-                "no AMQP user_id: publish with the user_id property set to your connection's user",
-            )
-        if principal not in self._rules.submit_principals:
-            return await self._reject(
-                command.id,
-                principal,
-                f"principal '{principal}' may not submit requests (LAPSE_SUBMIT_PRINCIPALS)",
             )
         data = command.data
         try:
