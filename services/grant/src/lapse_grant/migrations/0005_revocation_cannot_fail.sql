@@ -1,4 +1,4 @@
--- The kill switch and release cannot fail (issue 13). Independent of 0004: it only adds.
+-- The kill switch and release cannot fail (issue 13).
 
 -- Lateness in 64 bits: a 32-bit column overflowed for any end more than ~24.8 days away from
 -- the expiry, rolling back a whole revocation batch after the targets were already revoked.
@@ -9,21 +9,9 @@ UPDATE "grant".grants SET ended_early_ms = -lateness_ms, lateness_ms = 0 WHERE l
 
 -- `revoking`: committed before the target is touched, so that a grant on its way out is never
 -- re-granted (reconciler, provisioning retry) whatever fails afterwards; the retrier finishes it.
--- The allowed states are read from the constraint as it stands, so that a state another
--- migration added is kept whatever order the two were written in.
-DO $$
-DECLARE
-    allowed text[];
-BEGIN
-    SELECT coalesce(array_agg(DISTINCT m[1]), '{}') INTO allowed
-        FROM pg_constraint c, regexp_matches(pg_get_constraintdef(c.oid), '''([a-z_]+)''', 'g') AS m
-        WHERE c.conrelid = '"grant".grants'::regclass AND c.conname = 'grants_state_check';
-    ALTER TABLE "grant".grants DROP CONSTRAINT IF EXISTS grants_state_check;
-    EXECUTE format(
-        'ALTER TABLE "grant".grants ADD CONSTRAINT grants_state_check CHECK (state = ANY (%L::text[]))',
-        array(SELECT DISTINCT unnest(allowed || ARRAY['revoking']) ORDER BY 1)
-    );
-END $$;
+ALTER TABLE "grant".grants DROP CONSTRAINT grants_state_check;
+ALTER TABLE "grant".grants ADD CONSTRAINT grants_state_check
+    CHECK (state IN ('scheduled', 'provisioning', 'active', 'revoking', 'revoked', 'failed'));
 
 -- The retrier finishes revocations that are under way.
 DROP INDEX IF EXISTS "grant".grants_next_attempt;
